@@ -1,0 +1,182 @@
+"""Runs one claimed job and turns what happened into the script call that records it."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import traceback
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+
+from ._scripts import Call
+from .errors import Retry
+from .job import decode_payload, encode_result
+from .task import Task
+
+log = logging.getLogger("aiotaskq")
+
+_MAX_ERROR = 4000
+_MAX_TRACEBACK = 16000
+
+
+@dataclass(slots=True, eq=False)
+class Claimed:
+    """A job this pool claimed: one attempt, fenced by (pool id, attempt)."""
+
+    id: str
+    task: str
+    payload: bytes
+    attempt: int
+    retries: int
+    timeout: float | None
+    pool_id: str
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    stop_reason: str | None = None  # "abort", "shutdown" or "lost" once cancelled by the pool
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.scope.cancel()
+
+
+class _BadInput(Exception):
+    """The job cannot run: its text becomes the job's error; no retry helps."""
+
+
+class Executor:
+    """Runs jobs of one queue's registry; builds the finishing call of each attempt."""
+
+    def __init__(self, tasks: dict[str, Task[Any, Any]], scripts: Any, keep_ms: int) -> None:
+        self.tasks = tasks
+        self.scripts = scripts
+        self.keep_ms = keep_ms
+        self._params: dict[str, _Params] = {}
+
+    async def run(self, job: Claimed) -> Call | None:
+        """Run one attempt; returns the call recording its outcome (None: drop it)."""
+        try:
+            task = self._task(job)
+            args, kwargs = self._arguments(task, job)
+            with job.scope:
+                result = await self._call(task, job, args, kwargs)
+            if job.scope.cancelled_caught:
+                return self._stopped(job)
+            return self._succeeded(task, job, result)
+        except Retry as r:
+            task_backoff = self.tasks[job.task].backoff
+            delay = r.delay if r.delay is not None else task_backoff(job.attempt)
+            text = f"Retry requested (delay {delay:.3f}s)"
+            return self._fail(job, text, "", delay, out_of_retries="Retry requested but no retries are left")
+        except _BadInput as exc:
+            return self._fail(job, str(exc), "", None)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - a task's error ends its job
+            tb = traceback.format_exc()
+            task = self.tasks.get(job.task)
+            delay = task.backoff(job.attempt) if task is not None else None
+            return self._fail(job, _describe(exc), tb, delay)
+
+    def _task(self, job: Claimed) -> Task[Any, Any]:
+        task = self.tasks.get(job.task)
+        if task is None:
+            raise _BadInput(f"UnknownTask: no task named {job.task!r} is registered in this worker")
+        return task
+
+    def _arguments(self, task: Task[Any, Any], job: Claimed) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            args, kwargs = decode_payload(job.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _BadInput(f"BadPayload: the job's arguments could not be decoded: {exc}") from None
+        params = self._params.get(task.name)
+        if params is None:
+            params = self._params[task.name] = _Params(task.fn)
+        return params.convert(args, kwargs)
+
+    async def _call(self, task: Task[Any, Any], job: Claimed, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        timeout = job.timeout
+        try:
+            with anyio.fail_after(timeout):
+                if task.is_async:
+                    return await task.fn(*args, **kwargs)
+                call = functools.partial(task.fn, *args, **kwargs)
+                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except TimeoutError:
+            if job.scope.cancel_called:
+                raise
+            raise TimeoutError(f"the job ran longer than its timeout of {timeout:g}s") from None
+
+    def _succeeded(self, task: Task[Any, Any], job: Claimed, result: Any) -> Call:
+        try:
+            data = encode_result(result)
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise _BadInput(f"BadResult: the task's return value cannot be encoded with msgpack: {exc}") from None
+        keep = self.keep_ms if task.keep_result is None else round(task.keep_result * 1000)
+        return self.scripts.finish(job.id, job.pool_id, job.attempt, "succeeded", data, keep)
+
+    def _stopped(self, job: Claimed) -> Call | None:
+        if job.stop_reason == "abort":
+            return self.scripts.finish(job.id, job.pool_id, job.attempt, "cancelled", b"", self.keep_ms)
+        if job.stop_reason == "shutdown":
+            return self.scripts.requeue(job.id, job.pool_id, job.attempt)
+        return None  # lost: the attempt was taken from this pool; its outcome must not land
+
+    def _fail(
+        self, job: Claimed, error: str, tb: str, delay: float | None, out_of_retries: str | None = None
+    ) -> Call:
+        if out_of_retries is not None and job.attempt > job.retries:
+            error = out_of_retries
+        retry_ms = -1 if delay is None else round(delay * 1000)
+        log.info("job %s (%s) attempt %d failed: %s", job.id, job.task, job.attempt, error)
+        return self.scripts.fail(job.id, job.pool_id, job.attempt, error[:_MAX_ERROR], tb[-_MAX_TRACEBACK:], retry_ms)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+class _Params:
+    """A task's signature, used to check and convert decoded arguments to the
+    annotated types (a msgspec Struct or a dataclass arrives as a dict)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.signature = inspect.signature(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # noqa: BLE001 - unresolvable annotations: skip conversion
+            hints = {}
+        self.types: dict[str, tuple[inspect._ParameterKind, Any]] = {
+            name: (p.kind, hints[name])
+            for name, p in self.signature.parameters.items()
+            if name in hints and hints[name] is not Any
+        }
+
+    def convert(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise _BadInput(f"BadArguments: the arguments do not fit the task's signature: {exc}") from None
+        if self.types:
+            for name, value in bound.arguments.items():
+                spec = self.types.get(name)
+                if spec is not None:
+                    bound.arguments[name] = self._convert_one(name, spec, value)
+        return list(bound.args), dict(bound.kwargs)
+
+    def _convert_one(self, name: str, spec: tuple[inspect._ParameterKind, Any], value: Any) -> Any:
+        kind, tp = spec
+        try:
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                return tuple(msgspec.convert(v, tp) for v in value)
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                return {k: msgspec.convert(v, tp) for k, v in value.items()}
+            if type(value) is tp:
+                return value
+            return msgspec.convert(value, tp)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise _BadInput(f"BadArguments: argument {name!r}: {exc}") from None

@@ -1,0 +1,76 @@
+"""Every Redis key and channel name of a queue is built here, and only here.
+
+All names of queue ``Q`` start with ``aiotaskq:{Q}:``. The braces are a Redis
+Cluster hash tag: every key of one queue lives in one hash slot, so each Lua
+script may touch any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "aiotaskq"
+
+
+def validate_queue_name(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError("name: a queue name must be a non-empty string")
+    if "{" in name or "}" in name:
+        raise ValueError(f"name: a queue name may not contain braces, got {name!r}")
+    return name
+
+
+class Keys:
+    """Key and channel names of one queue."""
+
+    __slots__ = (
+        "abort",
+        "cancelled",
+        "failed",
+        "idle",
+        "pools",
+        "prefix",
+        "queued",
+        "scheduled",
+        "seq",
+        "stats",
+        "succeeded",
+        "tasks",
+        "wake",
+    )
+
+    def __init__(self, queue: str) -> None:
+        p = f"{PREFIX}:{{{validate_queue_name(queue)}}}:"
+        self.prefix = p
+        self.scheduled = p + "scheduled"  # zset: due time ms -> id
+        self.queued = p + "queued"  # zset: priority/FIFO score -> id
+        self.seq = p + "seq"  # string: FIFO counter
+        self.idle = p + "idle"  # set: pools waiting for work
+        self.pools = p + "pools"  # zset: pool id -> last heartbeat ms
+        self.succeeded = p + "succeeded"  # zsets: end time ms -> id
+        self.failed = p + "failed"
+        self.cancelled = p + "cancelled"
+        self.stats = p + "stats"  # hash: counters
+        self.tasks = p + "tasks"  # hash: task name -> default max retries (written by pools)
+        self.wake = p + "wake"  # channel: work arrived for idle pools
+        self.abort = p + "abort"  # channel: job id whose running attempt must stop
+
+    def job(self, job_id: str) -> str:
+        """Hash holding one job."""
+        return f"{self.prefix}job:{job_id}"
+
+    def pool(self, pool_id: str) -> str:
+        """Set of the job ids a pool holds."""
+        return f"{self.prefix}pool:{pool_id}"
+
+    def pool_info(self, pool_id: str) -> str:
+        """String (JSON) describing a live pool, expiring with its heartbeat."""
+        return f"{self.prefix}pool:{pool_id}:info"
+
+    def done(self, job_id: str) -> str:
+        """Channel on which a job's end state is published."""
+        return f"{self.prefix}done:{job_id}"
+
+    def ended(self, status: str) -> str:
+        """Zset of the jobs in an end state, by end time."""
+        return self.prefix + status

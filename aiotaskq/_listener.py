@@ -1,0 +1,118 @@
+"""One pub/sub connection per queue client, shared by every waiter.
+
+Callbacks are called with the message data, or with None after the connection
+was lost and came back (messages may have been missed: look again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("aiotaskq")
+
+Callback = Callable[[bytes | None], None]
+
+
+class Listener:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._subs: dict[bytes, list[Callback]] = {}
+        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def subscribe(self, channel: str, callback: Callback) -> None:
+        """Register ``callback``; returns once Redis confirmed the subscription."""
+        ch = channel.encode()
+        callbacks = self._subs.setdefault(ch, [])
+        callbacks.append(callback)
+        if len(callbacks) == 1:
+            self._confirmed[ch] = asyncio.get_running_loop().create_future()
+            if self._pubsub is None:
+                self._pubsub = self._redis.pubsub()
+            await self._pubsub.subscribe(ch)
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._run(), name="aiotaskq-listener")
+        confirmed = self._confirmed.get(ch)
+        if confirmed is not None:
+            await asyncio.shield(confirmed)
+
+    async def unsubscribe(self, channel: str, callback: Callback) -> None:
+        ch = channel.encode()
+        callbacks = self._subs.get(ch)
+        if not callbacks:
+            return
+        with contextlib.suppress(ValueError):
+            callbacks.remove(callback)
+        if not callbacks:
+            del self._subs[ch]
+            fut = self._confirmed.pop(ch, None)
+            if fut is not None and not fut.done():
+                fut.cancel()
+            if self._pubsub is not None:
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                    await self._pubsub.unsubscribe(ch)
+
+    async def _run(self) -> None:
+        assert self._pubsub is not None
+        pubsub = self._pubsub
+        delay = 0.05
+        lost = False
+        while True:
+            try:
+                msg = await pubsub.get_message(timeout=None)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if not lost:
+                    log.warning("pub/sub connection lost (%s); reconnecting", exc)
+                lost = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if lost:
+                lost, delay = False, 0.05
+                log.info("pub/sub connection restored")
+                self._broadcast(None)
+            if msg is not None:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: dict[str, object]) -> None:
+        kind = msg.get("type")
+        channel = msg.get("channel")
+        if not isinstance(channel, bytes):
+            return
+        if kind == "subscribe":
+            fut = self._confirmed.pop(channel, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif kind == "message":
+            data = msg.get("data")
+            for cb in list(self._subs.get(channel, ())):
+                cb(data if isinstance(data, bytes) else b"")
+
+    def _broadcast(self, data: bytes | None) -> None:
+        for callbacks in list(self._subs.values()):
+            for cb in list(callbacks):
+                cb(data)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None
+        for fut in self._confirmed.values():
+            fut.cancel()
+        self._confirmed.clear()
+        self._subs.clear()

@@ -1,0 +1,199 @@
+"""A pool's work on one queue: claim loop, heartbeat, stale-pool reaper, aborts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from redis.exceptions import RedisError
+
+from ._executor import Claimed, Executor
+from ._finisher import Finisher
+from .job import _Wakeup
+from .queue import Queue
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+log = logging.getLogger("aiotaskq")
+
+_FIELDS = 6  # id, task, payload, attempts, retries, timeout
+
+
+def new_pool_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class QueueRunner:
+    """Everything a pool does for one queue. Its pool id changes if the pool
+    was declared dead and registers afresh."""
+
+    def __init__(self, pool: Pool, queue: Queue) -> None:
+        self.pool = pool
+        self.queue = queue
+        self.pool_id = new_pool_id()
+        self.executor = Executor(queue.tasks, queue.scripts, queue._keep_ms(None))
+        self.finisher = Finisher(queue.scripts)
+        self.running: dict[str, Claimed] = {}
+        self.wakeup = _Wakeup()
+        self.started = time.time()
+
+    # -- registration and heartbeat ------------------------------------------------------------
+
+    def _info(self) -> str:
+        return json.dumps({
+            "host": socket.gethostname(), "pid": os.getpid(), "concurrency": self.pool.concurrency,
+            "started": self.started, "running": len(self.running),
+        })  # fmt: skip
+
+    async def register(self) -> None:
+        """Register (retrying until Redis answers) and publish the tasks' default retries."""
+        q = self.queue
+        ttl = round(self.pool.stale_timeout * 2000)
+
+        async def once() -> None:
+            if q.tasks:
+                await q.redis.hset(q.keys.tasks, mapping={n: t.retries for n, t in q.tasks.items()})
+            await q.scripts.heartbeat(self.pool_id, register=True, info=self._info(), ttl_ms=ttl)
+
+        await retrying(once, f"registering pool on queue {q.name!r}")
+        log.info("pool %s serving queue %r (%s)", self.pool_id, q.name, q.url)
+
+    async def heartbeat(self) -> None:
+        q = self.queue
+        ttl = round(self.pool.stale_timeout * 2000)
+        out = await q.scripts.heartbeat(self.pool_id, register=False, info=self._info(), ttl_ms=ttl)
+        if int(out[0]) == 0:
+            await self.declared_dead()
+            return
+        for raw in out[1:]:
+            job = self.running.get(raw.decode())
+            if job is not None:
+                job.stop("abort")
+
+    async def declared_dead(self) -> None:
+        """Another pool reaped us: our attempts belong to nobody now. Stop them
+        (their outcomes would be fenced out anyway) and register afresh."""
+        log.error(
+            "pool %s was declared dead on queue %r (no heartbeat for %.0fs); stopping its %d job(s) "
+            "and registering afresh",
+            self.pool_id, self.queue.name, self.pool.stale_timeout, len(self.running),
+        )  # fmt: skip
+        for job in list(self.running.values()):
+            job.stop("lost")
+        self.pool_id = new_pool_id()
+        await self.register()
+
+    async def reap(self) -> None:
+        stale_ms = round(self.pool.stale_timeout * 1000)
+        pools, requeued, failed = await self.queue.scripts.reap(stale_ms, self.executor.keep_ms)
+        if pools:
+            log.warning(
+                "queue %r: reaped %d dead pool(s): %d job(s) requeued, %d failed (out of retries)",
+                self.queue.name, pools, requeued, failed,
+            )  # fmt: skip
+
+    async def leave(self) -> None:
+        with anyio.move_on_after(5):
+            try:
+                if not await self.queue.scripts.leave(self.pool_id):
+                    log.warning("pool %s still holds jobs on %r; the reaper will requeue them", self.pool_id,
+                                self.queue.name)  # fmt: skip
+            except (RedisError, OSError) as exc:
+                log.warning("could not unregister pool %s: %s", self.pool_id, exc)
+
+    # -- pub/sub -------------------------------------------------------------------------------
+
+    def on_wake(self, data: bytes | None) -> None:
+        self.wakeup(data)
+
+    def on_abort(self, data: bytes | None) -> None:
+        if data is None:  # reconnected: the next heartbeat catches up on missed aborts
+            return
+        job = self.running.get(data.decode())
+        if job is not None:
+            log.info("job %s: cancellation requested, stopping it", job.id)
+            job.stop("abort")
+
+    async def subscribe(self) -> None:
+        listener = self.queue._listener_for_waiters()
+        k = self.queue.keys
+
+        async def once() -> None:
+            await listener.subscribe(k.wake, self.on_wake)
+            await listener.subscribe(k.abort, self.on_abort)
+
+        await retrying(once, f"subscribing to queue {self.queue.name!r}")
+
+    async def unsubscribe(self) -> None:
+        listener = self.queue._listener_for_waiters()
+        await listener.unsubscribe(self.queue.keys.wake, self.on_wake)
+        await listener.unsubscribe(self.queue.keys.abort, self.on_abort)
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    async def claim_loop(self) -> None:
+        pool = self.pool
+        delay = 0.05
+        while True:
+            free = await pool.slots.wait_free()
+            want = min(free, pool.batch_size)
+            try:
+                with anyio.CancelScope(shield=True):
+                    out = await self.queue.scripts.claim(self.pool_id, want)
+                    jobs = self._start(out)
+            except (RedisError, OSError) as exc:
+                log.warning("claim on queue %r failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            if int(out[0]) == -1:
+                await self.declared_dead()
+                continue
+            if jobs == want:
+                continue
+            next_due_ms = int(out[1])
+            wait = pool.poll_interval if next_due_ms < 0 else min(pool.poll_interval, next_due_ms / 1000)
+            await self.wakeup.wait(wait)
+
+    def _start(self, out: list[Any]) -> int:
+        body = out[2:]
+        n = len(body) // _FIELDS
+        for i in range(0, n * _FIELDS, _FIELDS):
+            job_id, task, payload, attempts, retries, timeout = body[i : i + _FIELDS]
+            job = Claimed(
+                id=job_id.decode(),
+                task=task.decode("utf-8", "replace"),
+                payload=payload,
+                attempt=int(attempts),
+                retries=int(retries or 0),
+                timeout=float(timeout) if timeout else self._task_timeout(task),
+                pool_id=self.pool_id,
+            )
+            self.pool.start_job(self, job)
+        return n
+
+    def _task_timeout(self, task: bytes) -> float | None:
+        t = self.queue.tasks.get(task.decode("utf-8", "replace"))
+        return t.timeout if t is not None else None
+
+
+async def retrying(fn: Callable[[], Any], what: str) -> None:
+    """Call ``fn`` until Redis answers, backing off (0.05 s doubling to 5 s)."""
+    delay = 0.05
+    while True:
+        try:
+            await fn()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)

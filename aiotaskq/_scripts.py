@@ -1,0 +1,210 @@
+"""Loads ``lua/*.lua`` once and gives one typed wrapper per script.
+
+redis-py's ``AsyncScript`` calls EVALSHA and reloads the script on NOSCRIPT
+(after a Redis restart, say); inside a pipeline it loads missing scripts first.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from typing import NamedTuple
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from ._keys import Keys
+
+Arg = str | bytes | int | float
+
+
+class Call(NamedTuple):
+    """One script invocation, to run alone or in a pipeline."""
+
+    script: str
+    keys: list[str]
+    args: list[Arg]
+
+
+@cache
+def _source(name: str) -> str:
+    lua = resources.files(__package__).joinpath("lua")
+    return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else str(round(seconds * 1000))
+
+
+class Scripts:
+    """The Lua scripts of one queue, bound to its keys and Redis client."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._s: dict[str, AsyncScript] = {}
+
+    def _script(self, name: str) -> AsyncScript:
+        script = self._s.get(name)
+        if script is None:
+            script = self._s[name] = self.redis.register_script(_source(name))
+        return script
+
+    async def _call(self, name: str, keys: list[str], args: list[Arg]) -> Any:
+        return await self._script(name)(keys=keys, args=args)
+
+    async def run(self, call: Call) -> Any:
+        """Run one call (EVALSHA, loading the script on NOSCRIPT)."""
+        return await self._script(call.script)(keys=call.keys, args=call.args)
+
+    async def run_many(self, calls: list[Call]) -> list[Any]:
+        """Run calls in one pipelined round trip; a failed call's slot holds its exception.
+
+        Scripts missing from the server's cache (after a restart) are loaded and
+        only the calls that hit NOSCRIPT run again, so no transition runs twice.
+        """
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(3):
+            pipe = self.redis.pipeline(transaction=False)
+            for i in todo:
+                c = calls[i]
+                pipe.evalsha(self._script(c.script).sha, len(c.keys), *c.keys, *c.args)
+            out = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, res in zip(todo, out, strict=True):
+                results[i] = res
+                if isinstance(res, NoScriptError):
+                    missing.append(i)
+            if not missing:
+                break
+            for name in {calls[i].script for i in missing}:
+                await self.redis.script_load(self._script(name).script)
+            todo = missing
+        return results
+
+    # -- producer side -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        job_id: str,
+        task: str,
+        payload: bytes,
+        *,
+        priority: int,
+        retries: int | None,
+        timeout: float | None,
+        delay: float | None,
+        at_ms: int | None,
+    ) -> Call:
+        """Returns 1 when written, 0 when deduplicated."""
+        k = self.keys
+        return Call(
+            "enqueue",
+            [k.job(job_id), k.scheduled, k.queued, k.seq, k.idle, k.stats, k.succeeded, k.failed, k.cancelled],
+            [
+                job_id, task, payload, priority, "" if retries is None else retries,
+                "" if timeout is None else repr(timeout), _ms(delay),
+                "" if at_ms is None else at_ms, k.wake,
+            ],
+        )
+
+    async def cancel(self, job_id: str, keep_ms: int) -> int:
+        k = self.keys
+        return int(
+            await self._call(
+                "cancel",
+                [k.job(job_id), k.scheduled, k.queued, k.cancelled, k.stats],
+                [job_id, keep_ms, k.done(job_id), k.abort]
+            )
+        )
+
+    async def reschedule(self, job_id: str, *, delay: float | None, at_ms: int | None) -> int:
+        k = self.keys
+        return int(
+            await self._call(
+                "reschedule",
+                [k.job(job_id), k.scheduled, k.queued, k.failed, k.cancelled, k.idle],
+                [job_id, _ms(delay), "" if at_ms is None else at_ms, k.wake]
+            )
+        )
+
+    async def requeue_failed(self, ids: list[str], batch: int) -> int:
+        k = self.keys
+        return int(
+            await self._call(
+                "requeue_failed", [k.failed, k.queued, k.seq, k.idle], [k.prefix, k.wake, batch, *ids]
+            )
+        )
+
+    async def purge(self, status: str, zset: str, batch: int) -> tuple[int, int]:
+        taken, deleted = await self._call("purge", [zset], [self.keys.prefix, status, batch])
+        return int(taken), int(deleted)
+
+    async def counts(self) -> list[int]:
+        k = self.keys
+        out = await self._call(
+            "counts", [k.scheduled, k.queued, k.pools, k.succeeded, k.failed, k.cancelled], [k.prefix]
+        )
+        return [int(x) for x in out]
+
+    # -- pool side -----------------------------------------------------------------------------
+
+    async def claim(self, pool_id: str, want: int) -> list[Any]:
+        k = self.keys
+        return list(
+            await self._call(
+                "claim", [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.seq, k.idle, k.tasks], [pool_id, want, k.prefix]
+            )
+        )
+
+    def finish(self, job_id: str, pool_id: str, attempt: int, status: str, result: bytes, keep_ms: int) -> Call:
+        """End an attempt as succeeded or cancelled. Returns 1, or -1 when fenced out."""
+        k = self.keys
+        return Call(
+            "finish",
+            [k.job(job_id), k.pool(pool_id), k.ended(status), k.stats],
+            [job_id, pool_id, attempt, status, result, keep_ms, k.done(job_id)],
+        )
+
+    def fail(self, job_id: str, pool_id: str, attempt: int, error: str, tb: str, retry_ms: int) -> Call:
+        """End an attempt with an error. Returns 2 retried, 3 failed, -1 fenced out."""
+        k = self.keys
+        return Call(
+            "fail",
+            [k.job(job_id), k.pool(pool_id), k.scheduled, k.failed, k.stats, k.idle],
+            [job_id, pool_id, attempt, error, tb, retry_ms, k.done(job_id), k.wake],
+        )
+
+    def requeue(self, job_id: str, pool_id: str, attempt: int) -> Call:
+        """Give back an attempt cut short by shutdown. Returns 1, or -1 when fenced out."""
+        k = self.keys
+        return Call(
+            "requeue", [k.job(job_id), k.pool(pool_id), k.queued, k.idle], [job_id, pool_id, attempt, k.wake]
+        )
+
+    async def heartbeat(self, pool_id: str, *, register: bool, info: str, ttl_ms: int) -> list[Any]:
+        k = self.keys
+        return list(
+            await self._call(
+                "heartbeat",
+                [k.pools, k.pool_info(pool_id), k.pool(pool_id)],
+                [pool_id, "1" if register else "0", info, ttl_ms, k.prefix]
+            )
+        )
+
+    async def leave(self, pool_id: str) -> int:
+        k = self.keys
+        return int(await self._call("leave", [k.pools, k.pool_info(pool_id), k.pool(pool_id), k.idle], [pool_id]))
+
+    async def reap(self, stale_ms: int, keep_ms: int) -> list[int]:
+        k = self.keys
+        out = await self._call(
+            "reap",
+            [k.pools, k.queued, k.failed, k.cancelled, k.seq, k.stats, k.idle],
+            [k.prefix, stale_ms, keep_ms, k.wake],
+        )
+        return [int(x) for x in out]

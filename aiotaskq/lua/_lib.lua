@@ -1,0 +1,48 @@
+-- Shared helpers, prepended to every script by aiotaskq/_scripts.py.
+-- Time: scripts read the Redis server clock (TIME) so that pools with skewed
+-- clocks agree on due times, heartbeats and staleness.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as decimal strings: Lua numbers are doubles, and the default number
+-- formatting may switch to exponent notation.
+local function int(x)
+  return string.format('%.0f', x)
+end
+
+-- Score in the `queued` zset: priority band first (higher priority, lower
+-- score), then FIFO sequence inside the band. Exact in a double up to 2^53.
+local PMAX = 1000
+local SEQ_SPAN = 4294967296
+local function queue_score(prio, seq)
+  return int((PMAX - tonumber(prio)) * SEQ_SPAN + (seq % SEQ_SPAN))
+end
+
+-- Wake every pool that said it was idle (see claim.lua), at most once.
+local function wake(idle_key, channel)
+  if redis.call('SCARD', idle_key) > 0 then
+    redis.call('DEL', idle_key)
+    redis.call('PUBLISH', channel, '')
+  end
+end
+
+-- Move a job to an end state: recorded in its zset, expired after keep_ms
+-- (0 keeps nothing, negative keeps it forever), waiters told.
+local function close_job(job_key, id, status, zset, now, keep_ms, channel)
+  redis.call('HSET', job_key, 'status', status, 'end_at', int(now))
+  keep_ms = tonumber(keep_ms)
+  if keep_ms == 0 then
+    redis.call('DEL', job_key)
+  else
+    redis.call('ZADD', zset, int(now), id)
+    if keep_ms > 0 then
+      redis.call('PEXPIRE', job_key, int(keep_ms))
+      redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. int(now - keep_ms))
+    else
+      redis.call('PERSIST', job_key)
+    end
+  end
+  redis.call('PUBLISH', channel, status)
+end

@@ -1,0 +1,23 @@
+-- cancel: scheduled | queued -> cancelled; active -> (abort asked of its pool)
+-- KEYS[1] job hash, KEYS[2] scheduled zset, KEYS[3] queued zset
+-- KEYS[4] cancelled zset, KEYS[5] stats hash
+-- ARGV[1] id, ARGV[2] keep ms, ARGV[3] done channel, ARGV[4] abort channel
+-- Returns 1 when cancelled, 2 when the running attempt was asked to stop
+-- (the owner pool cancels it and records `cancelled`; if that pool dies
+-- first, the stale-pool reaper records it), 0 when the job is missing or
+-- already finished. Time: Redis TIME.
+local job_key, id = KEYS[1], ARGV[1]
+local status = redis.call('HGET', job_key, 'status')
+if status == 'scheduled' or status == 'queued' then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
+  close_job(job_key, id, 'cancelled', KEYS[4], now_ms(), ARGV[2], ARGV[3])
+  return 1
+end
+if status == 'active' then
+  redis.call('HSET', job_key, 'cancel', '1')
+  redis.call('PUBLISH', ARGV[4], id)
+  return 2
+end
+return 0

@@ -1,0 +1,29 @@
+-- requeue_failed: failed -> queued (attempts and last error reset)
+-- KEYS[1] failed zset, KEYS[2] queued zset, KEYS[3] seq string, KEYS[4] idle set
+-- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] wake channel, ARGV[3] batch size
+-- ARGV[4..] ids to requeue; with none, the oldest `batch size` failed jobs.
+-- Returns how many jobs were requeued (ids that are not failed are skipped).
+local prefix = ARGV[1]
+local ids = {}
+for i = 4, #ARGV do
+  ids[#ids + 1] = ARGV[i]
+end
+if #ids == 0 then
+  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+end
+local n = 0
+for _, id in ipairs(ids) do
+  local job_key = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', job_key, 'status', 'prio')
+  if f[1] == 'failed' then
+    redis.call('HSET', job_key, 'status', 'queued', 'attempts', 0)
+    redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'duration')
+    redis.call('ZADD', KEYS[2], queue_score(f[2], redis.call('INCR', KEYS[3])), id)
+    n = n + 1
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+if n > 0 then
+  wake(KEYS[4], ARGV[2])
+end
+return n

@@ -1,0 +1,32 @@
+-- reschedule: scheduled | queued | failed | cancelled -> scheduled
+-- KEYS[1] job hash, KEYS[2] scheduled zset, KEYS[3] queued zset
+-- KEYS[4] failed zset, KEYS[5] cancelled zset, KEYS[6] idle set
+-- ARGV[1] id, ARGV[2] delay ms ('' = none), ARGV[3] due time epoch ms ('' = none)
+-- ARGV[4] wake channel
+-- Returns 1 when rescheduled, 0 when the job is missing, active or succeeded.
+-- A failed or cancelled job starts over: attempts and the last error are reset.
+-- Time: Redis TIME for a delay.
+local job_key, id = KEYS[1], ARGV[1]
+local status = redis.call('HGET', job_key, 'status')
+if status ~= 'scheduled' and status ~= 'queued' and status ~= 'failed' and status ~= 'cancelled' then
+  return 0
+end
+local now = now_ms()
+local due = now
+if ARGV[3] ~= '' then
+  due = tonumber(ARGV[3])
+elseif ARGV[2] ~= '' then
+  due = now + tonumber(ARGV[2])
+end
+for i = 2, 5 do
+  redis.call('ZREM', KEYS[i], id)
+end
+if status == 'failed' or status == 'cancelled' then
+  redis.call('HSET', job_key, 'attempts', 0)
+  redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'result', 'cancel', 'duration')
+  redis.call('PERSIST', job_key)
+end
+redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
+redis.call('ZADD', KEYS[2], int(due), id)
+wake(KEYS[6], ARGV[4])
+return 1

@@ -1,0 +1,235 @@
+"""The Pool: one task group that claims jobs from queues and runs them."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from redis.exceptions import RedisError
+
+from ._executor import Claimed
+from ._runner import QueueRunner
+from .queue import Queue
+
+log = logging.getLogger("aiotaskq")
+
+Hook = Callable[["Pool"], Awaitable[None] | None]
+
+
+class _Slots:
+    """Free worker slots shared by a pool's claim loops."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._changed = anyio.Event()
+
+    def take(self) -> None:
+        self.free -= 1
+
+    def give(self) -> None:
+        self.free += 1
+        self._changed.set()
+
+    async def wait_free(self) -> int:
+        while self.free <= 0:
+            self._changed = anyio.Event()
+            await self._changed.wait()
+        return self.free
+
+
+class Pool:
+    """Claims due jobs from one or more queues and runs up to ``concurrency`` at once.
+
+    ``run()`` serves until cancelled, ``stop()``, SIGTERM or SIGINT. On stop it
+    claims nothing more, waits up to ``shutdown_timeout`` seconds for running
+    jobs, then cancels the rest and requeues them without charging an attempt.
+    """
+
+    def __init__(
+        self,
+        queues: Queue | Sequence[Queue],
+        *,
+        concurrency: int = 10,
+        batch_size: int | None = None,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 5.0,
+        stale_timeout: float = 30.0,
+        shutdown_timeout: float = 30.0,
+        on_startup: Hook | None = None,
+        on_shutdown: Hook | None = None,
+    ) -> None:
+        self.queues = [queues] if isinstance(queues, Queue) else list(queues)
+        if not self.queues:
+            raise ValueError("queues: give at least one queue")
+        if len({q.name for q in self.queues}) != len(self.queues):
+            raise ValueError("queues: each queue may appear once")
+        _positive("concurrency", concurrency)
+        _positive("poll_interval", poll_interval)
+        _positive("heartbeat_interval", heartbeat_interval)
+        if stale_timeout <= heartbeat_interval * 2:
+            raise ValueError(
+                f"stale_timeout: must be more than twice heartbeat_interval ({heartbeat_interval}), got {stale_timeout}"
+            )
+        if shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout: must be >= 0, got {shutdown_timeout}")
+        self.concurrency = concurrency
+        self.batch_size = _positive("batch_size", batch_size) if batch_size is not None else concurrency
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_timeout = stale_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.slots = _Slots(concurrency)
+        self.runners = [QueueRunner(self, q) for q in self.queues]
+        self._jobs: TaskGroup | None = None
+        self._claiming: anyio.CancelScope | None = None
+        self._stop_requested = False
+        self._idle = anyio.Event()
+        self._running = 0
+
+    @property
+    def pool_ids(self) -> list[str]:
+        """This pool's id on each of its queues."""
+        return [r.pool_id for r in self.runners]
+
+    def stop(self) -> None:
+        """Ask the pool to shut down gracefully (safe to call from its own tasks)."""
+        self._stop_requested = True
+        if self._claiming is not None:
+            self._claiming.cancel()
+
+    async def run(self) -> None:
+        """Serve until cancelled, ``stop()``, SIGTERM or SIGINT."""
+        async with anyio.create_task_group() as background:
+            for r in self.runners:
+                await r.register()
+                await r.subscribe()
+            await _call_hook(self.on_startup, self)
+            for r in self.runners:
+                background.start_soon(r.finisher.run)
+            background.start_soon(self._heartbeat_loop)
+            background.start_soon(self._reap_loop)
+            if threading.current_thread() is threading.main_thread():
+                background.start_soon(self._signal_loop)
+            try:
+                await self._serve()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._close(background)
+
+    async def _serve(self) -> None:
+        async with anyio.create_task_group() as jobs:
+            self._jobs = jobs
+            with anyio.CancelScope() as claiming:
+                self._claiming = claiming
+                if self._stop_requested:
+                    claiming.cancel()
+                async with anyio.create_task_group() as claims:
+                    for r in self.runners:
+                        claims.start_soon(r.claim_loop)
+            log.info("pool stopping: waiting up to %.1fs for %d running job(s)", self.shutdown_timeout,
+                     self._running)  # fmt: skip
+            with anyio.move_on_after(self.shutdown_timeout):
+                while self._running:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+            for r in self.runners:
+                for job in list(r.running.values()):
+                    job.stop("shutdown")
+
+    async def _close(self, background: TaskGroup) -> None:
+        for r in self.runners:
+            r.finisher.close()
+        with anyio.move_on_after(max(5.0, self.shutdown_timeout)):
+            while any(r.finisher.pending for r in self.runners):
+                await anyio.sleep(0.01)
+        for r in self.runners:
+            await r.leave()
+            await r.unsubscribe()
+        try:
+            await _call_hook(self.on_shutdown, self)
+        finally:
+            background.cancel_scope.cancel()
+            log.info("pool stopped")
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def start_job(self, runner: QueueRunner, job: Claimed) -> None:
+        assert self._jobs is not None
+        self.slots.take()
+        self._running += 1
+        runner.running[job.id] = job
+        self._jobs.start_soon(self._run_job, runner, job, name=f"aiotaskq job {job.id}")
+
+    async def _run_job(self, runner: QueueRunner, job: Claimed) -> None:
+        try:
+            call = await runner.executor.run(job)
+        except anyio.get_cancelled_exc_class():
+            # The pool itself is being cancelled: give the attempt back, uncharged.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                try:
+                    await runner.queue.scripts.run(runner.queue.scripts.requeue(job.id, job.pool_id, job.attempt))
+                except (RedisError, OSError) as exc:
+                    log.warning("could not requeue job %s on cancellation: %s", job.id, exc)
+            raise
+        finally:
+            runner.running.pop(job.id, None)
+            self._running -= 1
+            self.slots.give()
+            if not self._running:
+                self._idle.set()
+        if call is not None:
+            runner.finisher.submit(call)
+
+    # -- background loops ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            for r in self.runners:
+                try:
+                    await r.heartbeat()
+                except (RedisError, OSError) as exc:
+                    log.warning("heartbeat on queue %r failed: %s", r.queue.name, exc)
+
+    async def _reap_loop(self) -> None:
+        while True:
+            for r in self.runners:
+                try:
+                    await r.reap()
+                except (RedisError, OSError) as exc:
+                    log.warning("stale-pool check on queue %r failed: %s", r.queue.name, exc)
+            await anyio.sleep(self.heartbeat_interval)
+
+    async def _signal_loop(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if not self._stop_requested:
+                    log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
+                    self.stop()
+                else:
+                    log.warning("received %s again: cancelling running jobs now", signal.Signals(signum).name)
+                    for r in self.runners:
+                        for job in list(r.running.values()):
+                            job.stop("shutdown")
+
+
+def _positive(name: str, value: float) -> Any:
+    if not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name}: must be > 0, got {value!r}")
+    return value
+
+
+async def _call_hook(hook: Hook | None, pool: Pool) -> None:
+    if hook is None:
+        return
+    out = hook(pool)
+    if inspect.isawaitable(out):
+        await out

@@ -1,0 +1,311 @@
+"""The producer side: a named queue on a Redis server, and its task registry."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Final, ParamSpec, TypeVar, overload
+
+from redis.asyncio import Redis
+
+from ._keys import Keys, validate_queue_name
+from ._listener import Listener
+from ._scripts import Call, Scripts
+from ._url import redact_url
+from .job import Job, JobStatus, due_time, encode_payload
+from .retry import Backoff, BackoffFn
+from .task import EnqueueOptions, Task, validate_priority, validate_retries, validate_timeout
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_URL: Final = "redis://localhost:6379/0"
+DEFAULT_KEEP_RESULT: Final = 86400.0
+DEFAULT_MAX_PAYLOAD: Final = 1 << 20
+_BATCH: Final = 1000
+
+
+class PayloadTooLarge(ValueError):
+    """The encoded arguments are larger than the queue's ``max_payload_bytes``."""
+
+
+class Queue:
+    """A named job queue on one Redis server (or cluster hash slot).
+
+    ``url`` defaults to ``$AIOTASKQ_REDIS_URL``, then ``redis://localhost:6379/0``;
+    pass ``redis`` to share an existing ``redis.asyncio.Redis`` client (it must
+    not decode responses). Results of succeeded and cancelled jobs are kept for
+    ``keep_result`` seconds; failed jobs are kept until purged or requeued.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        redis: Redis | None = None,
+        keep_result: float = DEFAULT_KEEP_RESULT,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self.name = validate_queue_name(name)
+        self.keys = Keys(name)
+        if keep_result < 0:
+            raise ValueError(f"keep_result: must be >= 0 seconds, got {keep_result!r}")
+        if max_payload_bytes <= 0:
+            raise ValueError(f"max_payload_bytes: must be > 0, got {max_payload_bytes!r}")
+        self.keep_result = keep_result
+        self.max_payload_bytes = max_payload_bytes
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._url = url or os.environ.get("AIOTASKQ_REDIS_URL") or DEFAULT_URL
+        self._redis = redis
+        self._own_redis = redis is None
+        if redis is not None and redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("redis: the client must be created with decode_responses=False")
+        self._scripts: Scripts | None = None
+        self._listener: Listener | None = None
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} at {redact_url(self._url) if self._own_redis else 'a shared client'}>"
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The Redis URL, with any password replaced by ``***``."""
+        return redact_url(self._url)
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis client (created on first use)."""
+        if self._redis is None:
+            self._redis = Redis.from_url(self._url, decode_responses=False, health_check_interval=30)
+        return self._redis
+
+    def use_url(self, url: str) -> None:
+        """Point the queue at another Redis before it connects (the CLI's ``--url``)."""
+        if self._redis is not None:
+            raise RuntimeError("use_url: the queue is already connected")
+        self._url = url
+
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            self._scripts = Scripts(self.redis, self.keys)
+        return self._scripts
+
+    def _listener_for_waiters(self) -> Listener:
+        if self._listener is None:
+            self._listener = Listener(self.redis)
+        return self._listener
+
+    async def close(self) -> None:
+        """Release the pub/sub connection and, unless it was shared, the client."""
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._redis is not None and self._own_redis:
+            await self._redis.aclose()
+            self._redis = None
+            self._scripts = None
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        priority: int = 0,
+        backoff: Backoff | BackoffFn | tuple[float, float] | None = None,
+        keep_result: float | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        priority: int = 0,
+        backoff: Backoff | BackoffFn | tuple[float, float] | None = None,
+        keep_result: float | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task (``@queue.task`` or ``@queue.task(...)``).
+
+        The bare form names it ``module.qualname``. Coroutine functions run on the
+        event loop; plain functions run in a worker thread.
+        """
+
+        def register(f: Callable[P, R]) -> Task[P, R]:
+            task_name = name or f"{f.__module__}.{f.__qualname__}"
+            if task_name in self.tasks:
+                raise ValueError(f"name: a task named {task_name!r} is already registered on {self.name!r}")
+            t = Task(
+                self, f, name=task_name, retries=retries, timeout=timeout, priority=priority,
+                backoff=backoff, keep_result=keep_result,
+            )
+            self.tasks[task_name] = t
+            return t
+
+        return register(fn) if fn is not None else register
+
+    # -- enqueue -------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        delay: float | None = None,
+        at: Any = None,
+        priority: int | None = None,
+        job_id: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+    ) -> Job | None:
+        """Enqueue a run of the task registered under ``name`` (which need not be
+        known in this process). Returns None when ``job_id`` names a job that is
+        scheduled, queued or active (deduplication)."""
+        options = EnqueueOptions(delay, at, priority, job_id, retries, timeout)
+        call, job = self._prepare(name, self.tasks.get(name), tuple(args), dict(kwargs or {}), options)
+        return job if await self.scripts.run(call) else None
+
+    async def _enqueue_task(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions
+    ) -> Job | None:
+        call, job = self._prepare(task.name, task, args, kwargs, options)
+        return job if await self.scripts.run(call) else None
+
+    async def _enqueue_many(
+        self, task: Task[Any, Any], items: list[tuple[tuple[Any, ...], dict[str, Any]]], options: EnqueueOptions
+    ) -> list[Job | None]:
+        if options.job_id is not None and len(items) > 1:
+            raise ValueError("job_id: cannot be shared by several jobs in enqueue_many")
+        prepared = [self._prepare(task.name, task, a, kw, options) for a, kw in items]
+        out: list[Job | None] = []
+        for start in range(0, len(prepared), _BATCH):
+            chunk = prepared[start : start + _BATCH]
+            results = await self.scripts.run_many([call for call, _ in chunk])
+            for (_, job), res in zip(chunk, results, strict=True):
+                if isinstance(res, Exception):
+                    raise res
+                out.append(job if res else None)
+        return out
+
+    def _prepare(
+        self,
+        name: str,
+        task: Task[Any, Any] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        o: EnqueueOptions,
+    ) -> tuple[Call, Job]:
+        if not isinstance(name, str) or not name:
+            raise ValueError("name: a task name must be a non-empty string")
+        delay, at_ms = due_time(o.delay, o.at)
+        priority = validate_priority(o.priority if o.priority is not None else (task.priority if task else 0))
+        retries = o.retries if o.retries is not None else (task.retries if task else None)
+        if retries is not None:
+            validate_retries(retries)
+        timeout = validate_timeout(o.timeout if o.timeout is not None else (task.timeout if task else None))
+        if o.job_id is not None and (not isinstance(o.job_id, str) or not o.job_id):
+            raise ValueError(f"job_id: must be a non-empty string, got {o.job_id!r}")
+        job_id = o.job_id or uuid.uuid4().hex
+        payload = encode_payload(args, kwargs)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"args: the encoded arguments take {len(payload)} bytes, over max_payload_bytes="
+                f"{self.max_payload_bytes}; store large data elsewhere and pass a reference"
+            )
+        call = self.scripts.enqueue(
+            job_id, name, payload, priority=priority, retries=retries, timeout=timeout, delay=delay, at_ms=at_ms
+        )
+        return call, Job(self, job_id)
+
+    # -- inspection and maintenance ------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        """A handle on the job with this id (no Redis call)."""
+        return Job(self, job_id)
+
+    def _keep_ms(self, task: Task[Any, Any] | None) -> int:
+        keep = task.keep_result if task is not None and task.keep_result is not None else self.keep_result
+        return round(keep * 1000)
+
+    async def counts(self) -> dict[JobStatus, int]:
+        """The number of jobs in each status, zeros included."""
+        values = await self.scripts.counts()
+        order = (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.ACTIVE,
+                 JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)  # fmt: skip
+        return dict(zip(order, values, strict=True))
+
+    async def job_ids(self, status: JobStatus | str, limit: int = 100) -> list[str]:
+        """Ids of jobs in ``status``: ended ones newest first, scheduled and queued in
+        the order they will run, active ones in no particular order."""
+        status = JobStatus(status)
+        if limit <= 0:
+            raise ValueError(f"limit: must be > 0, got {limit!r}")
+        r, k = self.redis, self.keys
+        if status is JobStatus.ACTIVE:
+            ids: list[bytes] = []
+            for pool_id in await r.zrange(k.pools, 0, -1):
+                ids.extend(await r.smembers(k.pool(pool_id.decode())))
+                if len(ids) >= limit:
+                    break
+            raw = ids[:limit]
+        elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):
+            raw = await r.zrange(k.scheduled if status is JobStatus.SCHEDULED else k.queued, 0, limit - 1)
+        else:
+            raw = await r.zrevrange(k.ended(status.value), 0, limit - 1)
+        return [x.decode() for x in raw]
+
+    async def requeue_failed(self, ids: Iterable[str] | None = None) -> int:
+        """Move failed jobs back to ``queued`` with fresh retries (all when ids is None)."""
+        if ids is None:
+            total = 0
+            while n := await self._requeue_failed_batch([]):
+                total += n
+            return total
+        id_list = list(ids)
+        total = 0
+        for start in range(0, len(id_list), _BATCH):
+            total += await self._requeue_failed_batch(id_list[start : start + _BATCH])
+        return total
+
+    async def _requeue_failed_batch(self, ids: list[str]) -> int:
+        return await self.scripts.requeue_failed(ids, _BATCH)
+
+    async def purge(self, status: JobStatus | str) -> int:
+        """Delete every job in ``status`` with its data; returns how many. Active
+        jobs cannot be purged (cancel them)."""
+        status = JobStatus(status)
+        if status is JobStatus.ACTIVE:
+            raise ValueError("status: active jobs cannot be purged; cancel them instead")
+        zset = {
+            JobStatus.SCHEDULED: self.keys.scheduled,
+            JobStatus.QUEUED: self.keys.queued,
+        }.get(status) or self.keys.ended(status.value)
+        total = 0
+        while True:
+            taken, deleted = await self.scripts.purge(status.value, zset, _BATCH)
+            total += deleted
+            if taken == 0:
+                return total
