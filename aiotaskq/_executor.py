@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from ._scripts import Call
+from ._scripts import Call, Scripts
 from .errors import Retry
 from .job import decode_payload, encode_result
 from .task import Task
@@ -51,7 +51,7 @@ class _BadInput(Exception):
 class Executor:
     """Runs jobs of one queue's registry; builds the finishing call of each attempt."""
 
-    def __init__(self, tasks: dict[str, Task[Any, Any]], scripts: Any, keep_ms: int) -> None:
+    def __init__(self, tasks: dict[str, Task[Any, Any]], scripts: Scripts, keep_ms: int) -> None:
         self.tasks = tasks
         self.scripts = scripts
         self.keep_ms = keep_ms
@@ -69,16 +69,16 @@ class Executor:
             return self._succeeded(task, job, result)
         except Retry as r:
             task_backoff = self.tasks[job.task].backoff
-            delay = r.delay if r.delay is not None else task_backoff(job.attempt)
+            delay: float = r.delay if r.delay is not None else task_backoff(job.attempt)
             text = f"Retry requested (delay {delay:.3f}s)"
             return self._fail(job, text, "", delay, out_of_retries="Retry requested but no retries are left")
         except _BadInput as exc:
             return self._fail(job, str(exc), "", None)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - a task's error ends its job
             tb = traceback.format_exc()
-            task = self.tasks.get(job.task)
-            delay = task.backoff(job.attempt) if task is not None else None
-            return self._fail(job, _describe(exc), tb, delay)
+            known = self.tasks.get(job.task)
+            backoff = known.backoff(job.attempt) if known is not None else None
+            return self._fail(job, _describe(exc), tb, backoff)
 
     def _task(self, job: Claimed) -> Task[Any, Any]:
         task = self.tasks.get(job.task)
@@ -124,9 +124,7 @@ class Executor:
             return self.scripts.requeue(job.id, job.pool_id, job.attempt)
         return None  # lost: the attempt was taken from this pool; its outcome must not land
 
-    def _fail(
-        self, job: Claimed, error: str, tb: str, delay: float | None, out_of_retries: str | None = None
-    ) -> Call:
+    def _fail(self, job: Claimed, error: str, tb: str, delay: float | None, out_of_retries: str | None = None) -> Call:
         if out_of_retries is not None and job.attempt > job.retries:
             error = out_of_retries
         retry_ms = -1 if delay is None else round(delay * 1000)

@@ -27,6 +27,7 @@ class Finisher:
         self.scripts = scripts
         self._send, self._recv = anyio.create_memory_object_stream[Call](max_buffer_size=math.inf)
         self.pending = 0
+        self.done = anyio.Event()  # set when run() has written everything and returned
 
     def submit(self, call: Call) -> None:
         self.pending += 1
@@ -37,16 +38,19 @@ class Finisher:
         self._send.close()
 
     async def run(self) -> None:
-        async with self._recv:
-            async for call in self._recv:
-                batch = [call]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        batch.append(self._recv.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                await self._write(batch)
-                self.pending -= len(batch)
+        try:
+            async with self._recv:
+                async for call in self._recv:
+                    batch = [call]
+                    while len(batch) < _MAX_BATCH:
+                        try:
+                            batch.append(self._recv.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._write(batch)
+                    self.pending -= len(batch)
+        finally:
+            self.done.set()
 
     async def _write(self, batch: list[Call]) -> None:
         delay = 0.05

@@ -110,7 +110,7 @@ class Listener:
             self._task = None
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
         for fut in self._confirmed.values():
             fut.cancel()

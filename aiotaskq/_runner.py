@@ -44,6 +44,7 @@ class QueueRunner:
         self.running: dict[str, Claimed] = {}
         self.wakeup = _Wakeup()
         self.started = time.time()
+        self._reregistering = anyio.Lock()
 
     # -- registration and heartbeat ------------------------------------------------------------
 
@@ -53,47 +54,56 @@ class QueueRunner:
             "started": self.started, "running": len(self.running),
         })  # fmt: skip
 
-    async def register(self) -> None:
+    async def register(self, pool_id: str | None = None) -> None:
         """Register (retrying until Redis answers) and publish the tasks' default retries."""
         q = self.queue
         ttl = round(self.pool.stale_timeout * 2000)
+        pool_id = pool_id or self.pool_id
 
         async def once() -> None:
             if q.tasks:
                 await q.redis.hset(q.keys.tasks, mapping={n: t.retries for n, t in q.tasks.items()})
-            await q.scripts.heartbeat(self.pool_id, register=True, info=self._info(), ttl_ms=ttl)
+            await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl)
 
         await retrying(once, f"registering pool on queue {q.name!r}")
-        log.info("pool %s serving queue %r (%s)", self.pool_id, q.name, q.url)
+        log.info("pool %s serving queue %r (%s)", pool_id, q.name, q.url)
 
     async def heartbeat(self) -> None:
         q = self.queue
         ttl = round(self.pool.stale_timeout * 2000)
-        out = await q.scripts.heartbeat(self.pool_id, register=False, info=self._info(), ttl_ms=ttl)
+        pool_id = self.pool_id
+        out = await q.scripts.heartbeat(pool_id, register=False, info=self._info(), ttl_ms=ttl)
         if int(out[0]) == 0:
-            await self.declared_dead()
+            await self.declared_dead(pool_id)
             return
         for raw in out[1:]:
             job = self.running.get(raw.decode())
             if job is not None:
                 job.stop("abort")
 
-    async def declared_dead(self) -> None:
+    async def declared_dead(self, dead_id: str) -> None:
         """Another pool reaped us: our attempts belong to nobody now. Stop them
-        (their outcomes would be fenced out anyway) and register afresh."""
-        log.error(
-            "pool %s was declared dead on queue %r (no heartbeat for %.0fs); stopping its %d job(s) "
-            "and registering afresh",
-            self.pool_id, self.queue.name, self.pool.stale_timeout, len(self.running),
-        )  # fmt: skip
-        for job in list(self.running.values()):
-            job.stop("lost")
-        self.pool_id = new_pool_id()
-        await self.register()
+        (their outcomes would be fenced out anyway) and register afresh.
+
+        The heartbeat and the claim loop may both find out: the first registers a
+        new id (and only then uses it), the other sees the id changed and returns."""
+        async with self._reregistering:
+            if dead_id != self.pool_id:
+                return
+            log.error(
+                "pool %s was declared dead on queue %r (no heartbeat for %.0fs); stopping its %d job(s) "
+                "and registering afresh",
+                dead_id, self.queue.name, self.pool.stale_timeout, len(self.running),
+            )  # fmt: skip
+            for job in list(self.running.values()):
+                job.stop("lost")
+            new_id = new_pool_id()
+            await self.register(new_id)
+            self.pool_id = new_id
 
     async def reap(self) -> None:
         stale_ms = round(self.pool.stale_timeout * 1000)
-        pools, requeued, failed = await self.queue.scripts.reap(stale_ms, self.executor.keep_ms)
+        pools, requeued, failed = await self.queue.scripts.reap(stale_ms, self.executor.keep_ms, self.pool_id)
         if pools:
             log.warning(
                 "queue %r: reaped %d dead pool(s): %d job(s) requeued, %d failed (out of retries)",
@@ -145,10 +155,11 @@ class QueueRunner:
         while True:
             free = await pool.slots.wait_free()
             want = min(free, pool.batch_size)
+            pool_id = self.pool_id
             try:
                 with anyio.CancelScope(shield=True):
-                    out = await self.queue.scripts.claim(self.pool_id, want)
-                    jobs = self._start(out)
+                    out = await self.queue.scripts.claim(pool_id, want)
+                    jobs = self._start(out, pool_id)
             except (RedisError, OSError) as exc:
                 log.warning("claim on queue %r failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
                 await anyio.sleep(delay)
@@ -156,7 +167,7 @@ class QueueRunner:
                 continue
             delay = 0.05
             if int(out[0]) == -1:
-                await self.declared_dead()
+                await self.declared_dead(pool_id)
                 continue
             if jobs == want:
                 continue
@@ -164,7 +175,7 @@ class QueueRunner:
             wait = pool.poll_interval if next_due_ms < 0 else min(pool.poll_interval, next_due_ms / 1000)
             await self.wakeup.wait(wait)
 
-    def _start(self, out: list[Any]) -> int:
+    def _start(self, out: list[Any], pool_id: str) -> int:
         body = out[2:]
         n = len(body) // _FIELDS
         for i in range(0, n * _FIELDS, _FIELDS):
@@ -176,7 +187,7 @@ class QueueRunner:
                 attempt=int(attempts),
                 retries=int(retries or 0),
                 timeout=float(timeout) if timeout else self._task_timeout(task),
-                pool_id=self.pool_id,
+                pool_id=pool_id,
             )
             self.pool.start_job(self, job)
         return n

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-from typing import Any
-
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -106,9 +104,15 @@ class Scripts:
             "enqueue",
             [k.job(job_id), k.scheduled, k.queued, k.seq, k.idle, k.stats, k.succeeded, k.failed, k.cancelled],
             [
-                job_id, task, payload, priority, "" if retries is None else retries,
-                "" if timeout is None else repr(timeout), _ms(delay),
-                "" if at_ms is None else at_ms, k.wake,
+                job_id,
+                task,
+                payload,
+                priority,
+                "" if retries is None else retries,
+                "" if timeout is None else repr(timeout),
+                _ms(delay),
+                "" if at_ms is None else at_ms,
+                k.wake,
             ],
         )
 
@@ -118,7 +122,7 @@ class Scripts:
             await self._call(
                 "cancel",
                 [k.job(job_id), k.scheduled, k.queued, k.cancelled, k.stats],
-                [job_id, keep_ms, k.done(job_id), k.abort]
+                [job_id, keep_ms, k.done(job_id), k.abort],
             )
         )
 
@@ -128,16 +132,14 @@ class Scripts:
             await self._call(
                 "reschedule",
                 [k.job(job_id), k.scheduled, k.queued, k.failed, k.cancelled, k.idle],
-                [job_id, _ms(delay), "" if at_ms is None else at_ms, k.wake]
+                [job_id, _ms(delay), "" if at_ms is None else at_ms, k.wake],
             )
         )
 
     async def requeue_failed(self, ids: list[str], batch: int) -> int:
         k = self.keys
         return int(
-            await self._call(
-                "requeue_failed", [k.failed, k.queued, k.seq, k.idle], [k.prefix, k.wake, batch, *ids]
-            )
+            await self._call("requeue_failed", [k.failed, k.queued, k.seq, k.idle], [k.prefix, k.wake, batch, *ids])
         )
 
     async def purge(self, status: str, zset: str, batch: int) -> tuple[int, int]:
@@ -157,7 +159,9 @@ class Scripts:
         k = self.keys
         return list(
             await self._call(
-                "claim", [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.seq, k.idle, k.tasks], [pool_id, want, k.prefix]
+                "claim",
+                [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.seq, k.idle, k.tasks],
+                [pool_id, want, k.prefix],
             )
         )
 
@@ -182,9 +186,7 @@ class Scripts:
     def requeue(self, job_id: str, pool_id: str, attempt: int) -> Call:
         """Give back an attempt cut short by shutdown. Returns 1, or -1 when fenced out."""
         k = self.keys
-        return Call(
-            "requeue", [k.job(job_id), k.pool(pool_id), k.queued, k.idle], [job_id, pool_id, attempt, k.wake]
-        )
+        return Call("requeue", [k.job(job_id), k.pool(pool_id), k.queued, k.idle], [job_id, pool_id, attempt, k.wake])
 
     async def heartbeat(self, pool_id: str, *, register: bool, info: str, ttl_ms: int) -> list[Any]:
         k = self.keys
@@ -192,7 +194,7 @@ class Scripts:
             await self._call(
                 "heartbeat",
                 [k.pools, k.pool_info(pool_id), k.pool(pool_id)],
-                [pool_id, "1" if register else "0", info, ttl_ms, k.prefix]
+                [pool_id, "1" if register else "0", info, ttl_ms, k.prefix],
             )
         )
 
@@ -200,11 +202,11 @@ class Scripts:
         k = self.keys
         return int(await self._call("leave", [k.pools, k.pool_info(pool_id), k.pool(pool_id), k.idle], [pool_id]))
 
-    async def reap(self, stale_ms: int, keep_ms: int) -> list[int]:
+    async def reap(self, stale_ms: int, keep_ms: int, own_pool_id: str) -> list[int]:
         k = self.keys
         out = await self._call(
             "reap",
             [k.pools, k.queued, k.failed, k.cancelled, k.seq, k.stats, k.idle],
-            [k.prefix, stale_ms, keep_ms, k.wake],
+            [k.prefix, stale_ms, keep_ms, k.wake, own_pool_id],
         )
         return [int(x) for x in out]

@@ -7,7 +7,7 @@ class AiotaskqError(Exception):
     """Base class of the errors aiotaskq raises."""
 
 
-class Retry(Exception):  # noqa: N818 - the name is part of the API: `raise Retry(delay=5)`
+class Retry(Exception):
     """Raise inside a task to run it again later.
 
     The attempt counts against the task's retries; ``delay`` (seconds) overrides

@@ -144,14 +144,14 @@ class Job:
 
     async def status(self) -> JobStatus:
         """The job's current status; raises JobNotFound when there is no such job."""
-        raw = await self.queue.redis.hget(self.queue.keys.job(self.id), "status")
+        raw: bytes | None = await self.queue.redis.hget(self.queue.keys.job(self.id), "status")  # type: ignore[assignment]
         if raw is None:
             raise JobNotFound(self.id)
         return JobStatus(raw.decode())
 
     async def info(self) -> JobInfo:
         """Everything stored about the job; raises JobNotFound when there is no such job."""
-        h = await self.queue.redis.hgetall(self.queue.keys.job(self.id))
+        h: dict[bytes, bytes] = await self.queue.redis.hgetall(self.queue.keys.job(self.id))  # type: ignore[assignment]
         if not h or b"status" not in h:
             raise JobNotFound(self.id)
         return info_from_hash(self.id, h)
@@ -180,7 +180,8 @@ class Job:
                     await listener.unsubscribe(channel, wake)
 
     async def _outcome(self) -> tuple[bool, Any]:
-        fields = await self.queue.redis.hmget(self.queue.keys.job(self.id), "status", "result", "error", "tb")
+        key = self.queue.keys.job(self.id)
+        fields: list[bytes | None] = await self.queue.redis.hmget(key, "status", "result", "error", "tb")  # type: ignore[assignment]
         status, result, error, tb = fields
         if status is None:
             raise JobNotFound(self.id)

@@ -107,6 +107,8 @@ class Pool:
 
     async def run(self) -> None:
         """Serve until cancelled, ``stop()``, SIGTERM or SIGINT."""
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, self.concurrency)  # plain-function tasks
         async with anyio.create_task_group() as background:
             for r in self.runners:
                 await r.register()
@@ -114,8 +116,7 @@ class Pool:
             await _call_hook(self.on_startup, self)
             for r in self.runners:
                 background.start_soon(r.finisher.run)
-            background.start_soon(self._heartbeat_loop)
-            background.start_soon(self._reap_loop)
+            background.start_soon(self._liveness_loop)
             if threading.current_thread() is threading.main_thread():
                 background.start_soon(self._signal_loop)
             try:
@@ -148,8 +149,12 @@ class Pool:
         for r in self.runners:
             r.finisher.close()
         with anyio.move_on_after(max(5.0, self.shutdown_timeout)):
-            while any(r.finisher.pending for r in self.runners):
-                await anyio.sleep(0.01)
+            for r in self.runners:
+                await r.finisher.done.wait()
+        for r in self.runners:
+            if r.finisher.pending:
+                log.error("%d job outcome(s) on %r could not be written; the reaper will requeue those jobs",
+                          r.finisher.pending, r.queue.name)  # fmt: skip
         for r in self.runners:
             await r.leave()
             await r.unsubscribe()
@@ -190,23 +195,19 @@ class Pool:
 
     # -- background loops ----------------------------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
+    async def _liveness_loop(self) -> None:
+        """Heartbeat, then look for dead pools, on every queue, every heartbeat_interval.
+
+        The heartbeat comes first so that after an outage this pool never finds
+        itself stale and reaps its own jobs."""
         while True:
             await anyio.sleep(self.heartbeat_interval)
             for r in self.runners:
                 try:
                     await r.heartbeat()
-                except (RedisError, OSError) as exc:
-                    log.warning("heartbeat on queue %r failed: %s", r.queue.name, exc)
-
-    async def _reap_loop(self) -> None:
-        while True:
-            for r in self.runners:
-                try:
                     await r.reap()
                 except (RedisError, OSError) as exc:
-                    log.warning("stale-pool check on queue %r failed: %s", r.queue.name, exc)
-            await anyio.sleep(self.heartbeat_interval)
+                    log.warning("heartbeat on queue %r failed: %s", r.queue.name, exc)
 
     async def _signal_loop(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

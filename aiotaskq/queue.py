@@ -135,7 +135,7 @@ class Queue:
         keep_result: float | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # mypy cannot match a ParamSpec only in overload 2's return type
         self,
         fn: Callable[P, R] | None = None,
         /,
@@ -158,8 +158,14 @@ class Queue:
             if task_name in self.tasks:
                 raise ValueError(f"name: a task named {task_name!r} is already registered on {self.name!r}")
             t = Task(
-                self, f, name=task_name, retries=retries, timeout=timeout, priority=priority,
-                backoff=backoff, keep_result=keep_result,
+                self,
+                f,
+                name=task_name,
+                retries=retries,
+                timeout=timeout,
+                priority=priority,
+                backoff=backoff,
+                keep_result=keep_result,
             )
             self.tasks[task_name] = t
             return t
@@ -264,17 +270,20 @@ class Queue:
         if limit <= 0:
             raise ValueError(f"limit: must be > 0, got {limit!r}")
         r, k = self.redis, self.keys
+        raw: list[bytes]
         if status is JobStatus.ACTIVE:
             ids: list[bytes] = []
-            for pool_id in await r.zrange(k.pools, 0, -1):
-                ids.extend(await r.smembers(k.pool(pool_id.decode())))
+            pool_ids: list[bytes] = await r.zrange(k.pools, 0, -1)  # type: ignore[assignment]
+            for pool_id in pool_ids:
+                ids.extend(await r.smembers(k.pool(pool_id.decode())))  # type: ignore[arg-type]
                 if len(ids) >= limit:
                     break
             raw = ids[:limit]
         elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):
-            raw = await r.zrange(k.scheduled if status is JobStatus.SCHEDULED else k.queued, 0, limit - 1)
+            zset = k.scheduled if status is JobStatus.SCHEDULED else k.queued
+            raw = await r.zrange(zset, 0, limit - 1)  # type: ignore[assignment]
         else:
-            raw = await r.zrevrange(k.ended(status.value), 0, limit - 1)
+            raw = await r.zrevrange(k.ended(status.value), 0, limit - 1)  # type: ignore[assignment]
         return [x.decode() for x in raw]
 
     async def requeue_failed(self, ids: Iterable[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 -- KEYS[1] pools zset, KEYS[2] queued zset, KEYS[3] failed zset
 -- KEYS[4] cancelled zset, KEYS[5] seq string, KEYS[6] stats hash, KEYS[7] idle set
 -- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] stale timeout ms, ARGV[3] keep ms
--- ARGV[4] wake channel
+-- ARGV[4] wake channel, ARGV[5] the calling pool's id (never reaps itself)
 -- A pool whose last heartbeat is older than the stale timeout is removed and
 -- each job it still held is requeued. The lost attempt counts: a job out of
 -- retries ends failed, one whose cancellation was asked ends cancelled.
@@ -13,36 +13,45 @@ local prefix, stale_ms, keep_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now - stale_ms), 'LIMIT', 0, 20)
 local requeued, failed = 0, 0
-for _, pool_id in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], pool_id)
-  redis.call('SREM', KEYS[7], pool_id)
-  redis.call('DEL', prefix .. 'pool:' .. pool_id .. ':info')
-  local set_key = prefix .. 'pool:' .. pool_id
-  for _, id in ipairs(redis.call('SMEMBERS', set_key)) do
-    local job_key = prefix .. 'job:' .. id
-    local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', 'retries', 'prio', 'cancel')
-    if f[1] == 'active' and f[2] == pool_id then
-      local channel = prefix .. 'done:' .. id
-      if f[6] == '1' then
-        close_job(job_key, id, 'cancelled', KEYS[4], now, keep_ms, channel)
-      elseif tonumber(f[3]) > tonumber(f[4]) then
-        redis.call('HSET', job_key, 'error', 'WorkerLost: the pool running this job (' .. pool_id ..
-          ') stopped sending heartbeats; attempt ' .. f[3] .. ' was lost and no retries are left',
-          'tb', '')
-        redis.call('HINCRBY', KEYS[6], 'failed', 1)
-        close_job(job_key, id, 'failed', KEYS[3], now, -1, channel)
-        failed = failed + 1
-      else
-        redis.call('HSET', job_key, 'status', 'queued')
-        redis.call('ZADD', KEYS[2], queue_score(f[5], redis.call('INCR', KEYS[5])), id)
-        requeued = requeued + 1
-      end
-    end
+local reaped = 0
+
+local function requeue_job(pool_id, id)
+  local job_key = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', 'retries', 'prio', 'cancel')
+  if f[1] ~= 'active' or f[2] ~= pool_id then
+    return
   end
-  redis.call('DEL', set_key)
+  local channel = prefix .. 'done:' .. id
+  if f[6] == '1' then
+    close_job(job_key, id, 'cancelled', KEYS[4], now, keep_ms, channel)
+  elseif tonumber(f[3]) > tonumber(f[4]) then
+    redis.call('HSET', job_key, 'error', 'WorkerLost: the pool running this job (' .. pool_id ..
+      ') stopped sending heartbeats; attempt ' .. f[3] .. ' was lost and no retries are left', 'tb', '')
+    redis.call('HINCRBY', KEYS[6], 'failed', 1)
+    close_job(job_key, id, 'failed', KEYS[3], now, -1, channel)
+    failed = failed + 1
+  else
+    redis.call('HSET', job_key, 'status', 'queued')
+    redis.call('ZADD', KEYS[2], queue_score(f[5], redis.call('INCR', KEYS[5])), id)
+    requeued = requeued + 1
+  end
+end
+
+for _, pool_id in ipairs(dead) do
+  if pool_id ~= ARGV[5] then
+    reaped = reaped + 1
+    redis.call('ZREM', KEYS[1], pool_id)
+    redis.call('SREM', KEYS[7], pool_id)
+    redis.call('DEL', prefix .. 'pool:' .. pool_id .. ':info')
+    local set_key = prefix .. 'pool:' .. pool_id
+    for _, id in ipairs(redis.call('SMEMBERS', set_key)) do
+      requeue_job(pool_id, id)
+    end
+    redis.call('DEL', set_key)
+  end
 end
 if requeued > 0 then
   redis.call('HINCRBY', KEYS[6], 'requeued', requeued)
   wake(KEYS[7], ARGV[4])
 end
-return {#dead, requeued, failed}
+return {reaped, requeued, failed}

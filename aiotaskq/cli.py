@@ -1,0 +1,276 @@
+"""The command line: ``aiotaskq worker app.tasks:queue`` and ``aiotaskq info app.tasks:queue``.
+
+Exit codes: 0 done (a worker stopped gracefully), 1 Redis could not be reached,
+2 bad usage (an import path that does not resolve, an invalid option).
+Redis passwords never appear in what it prints or logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
+
+import anyio
+from redis.exceptions import RedisError
+
+from ._url import redact_text
+from .pool import Pool
+from .queue import Queue
+
+log = logging.getLogger("aiotaskq")
+
+_LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class UsageError(Exception):
+    """A mistake on the command line: reported in one line, exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's own usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        queues = load_queues(args.target)
+        if args.url:
+            for q in queues:
+                q.use_url(args.url)
+        if args.command == "worker":
+            return _worker(args, queues)
+        return _info(args, queues, sys.stdout)
+    except UsageError as exc:
+        print(f"aiotaskq: error: {_redact(str(exc), args.url)}", file=sys.stderr)
+        return 2
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+
+def _pool_defaults() -> dict[str, Any]:
+    params = inspect.signature(Pool.__init__).parameters
+    return {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiotaskq", description="aiotaskq: an asyncio job queue on Redis.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = _pool_defaults()
+
+    worker = sub.add_parser("worker", help="run a pool that serves the queue(s)")
+    _target_args(worker)
+    worker.add_argument("--concurrency", type=int, default=d["concurrency"], metavar="N",
+                        help="jobs run at once (%(default)s)")  # fmt: skip
+    worker.add_argument("--batch-size", type=int, default=d["batch_size"], metavar="N",
+                        help="jobs claimed per round trip (default: --concurrency)")  # fmt: skip
+    for flag, name, what in (
+        ("--poll-interval", "poll_interval", "longest idle wait between claims"),
+        ("--heartbeat-interval", "heartbeat_interval", "seconds between heartbeats"),
+        ("--stale-timeout", "stale_timeout", "a pool silent this long is declared dead"),
+        ("--shutdown-timeout", "shutdown_timeout", "on SIGTERM, wait this long for running jobs"),
+    ):
+        worker.add_argument(flag, type=float, default=d[name], metavar="S", help=f"{what} (%(default)ss)")
+    worker.add_argument(
+        "--log-level", default="INFO", type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="(%(default)s)",
+    )  # fmt: skip
+
+    info = sub.add_parser("info", help="print job counts and live pools")
+    _target_args(info)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def _target_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="MODULE:ATTR", help="a Queue, or a list of Queues, e.g. app.tasks:queue")
+    parser.add_argument("--url", help="Redis URL overriding the queues' own")
+
+
+def load_queues(target: str) -> list[Queue]:
+    """Import ``module.path:attr`` and return the Queue(s) it names (UsageError if it cannot)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"{target!r}: expected MODULE:ATTR, e.g. app.tasks:queue")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the console script, like `python -m`, finds modules in the cwd
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            raise UsageError(f"module {module_name!r} not found (is its directory on PYTHONPATH?)") from None
+        raise UsageError(f"importing module {module_name!r} failed: {_describe(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - any error raised by the user's module at import time
+        raise UsageError(f"importing module {module_name!r} failed: {_describe(exc)}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(obj, Queue):
+        return [obj]
+    if isinstance(obj, list | tuple) and obj and all(isinstance(q, Queue) for q in obj):
+        return list(obj)
+    raise UsageError(f"{target!r} is of type {type(obj).__name__}, not a Queue or a list of Queues")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- logging -------------------------------------------------------------------------------------
+
+
+def _secrets(queues: Sequence[Queue], url: str | None) -> list[str]:
+    out: list[str] = []
+    for raw in [url, *(q._url for q in queues if q._own_redis)]:
+        if raw:
+            try:
+                password = urlsplit(raw).password
+            except ValueError:
+                continue
+            if password:
+                out += {password, unquote(password)}  # as written in the URL, and as sent to Redis
+    return sorted(set(out), key=len, reverse=True)
+
+
+def _redact(text: str, url: str | None, queues: Sequence[Queue] = ()) -> str:
+    for secret in _secrets(queues, url):
+        text = redact_text(text, secret)
+    return text
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Belt and braces: even a message that quotes a URL or an exception cannot show a password."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__(_LOG_FORMAT, _DATE_FORMAT)
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = redact_text(text, secret)
+        return text
+
+
+def _configure_logging(level: str, secrets: list[str]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+# -- worker --------------------------------------------------------------------------------------
+
+
+def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
+    try:
+        pool = Pool(
+            queues,
+            concurrency=args.concurrency,
+            batch_size=args.batch_size,
+            poll_interval=args.poll_interval,
+            heartbeat_interval=args.heartbeat_interval,
+            stale_timeout=args.stale_timeout,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _configure_logging(args.log_level, _secrets(queues, args.url))
+    log.info(
+        "aiotaskq worker (pid %d): queues %s; concurrency %d",
+        os.getpid(), ", ".join(f"{q.name!r} at {q.url}" for q in queues), pool.concurrency,
+    )  # fmt: skip
+    try:
+        anyio.run(_serve, pool)
+    except KeyboardInterrupt:  # a signal before the pool installed its handlers
+        log.warning("interrupted before the pool was running")
+        return 130
+    return 0
+
+
+async def _serve(pool: Pool) -> None:
+    try:
+        await pool.run()
+    finally:
+        with anyio.CancelScope(shield=True):
+            for q in pool.queues:
+                await q.close()
+
+
+# -- info ----------------------------------------------------------------------------------------
+
+
+def _info(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> int:
+    try:
+        report = anyio.run(_gather, queues)
+    except (RedisError, OSError) as exc:
+        where = ", ".join(sorted({q.url for q in queues}))
+        print(f"aiotaskq: error: could not read from Redis at {where}: {_redact(_describe(exc), args.url, queues)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        print(_render(report), file=out)
+    return 0
+
+
+async def _gather(queues: list[Queue]) -> list[dict[str, Any]]:
+    report = []
+    try:
+        for q in queues:
+            report.append(await _gather_one(q))
+    finally:
+        with anyio.CancelScope(shield=True):
+            for q in queues:
+                await q.close()
+    return report
+
+
+async def _gather_one(q: Queue) -> dict[str, Any]:
+    counts = await q.counts()
+    clock: tuple[int, int] = await q.redis.time()
+    now_ms = clock[0] * 1000 + clock[1] // 1000
+    beats: list[tuple[bytes, float]] = await q.redis.zrange(q.keys.pools, 0, -1, withscores=True)  # type: ignore[assignment]
+    pools = []
+    for raw_id, beat in beats:
+        pool_id = raw_id.decode()
+        raw_info: bytes | None = await q.redis.get(q.keys.pool_info(pool_id))  # type: ignore[assignment]
+        try:
+            details = json.loads(raw_info) if raw_info else {}
+        except ValueError:
+            details = {"unreadable": raw_info.decode("utf-8", "replace") if raw_info else ""}
+        pools.append({"id": pool_id, "heartbeat_age": round(max(0.0, now_ms - beat) / 1000, 3), "info": details})
+    return {
+        "queue": q.name,
+        "url": q.url,
+        "counts": {status.value: n for status, n in counts.items()},
+        "pools": pools,
+    }
+
+
+def _render(report: list[dict[str, Any]]) -> str:
+    lines = []
+    for entry in report:
+        lines.append(f"queue {entry['queue']!r} at {entry['url']}")
+        for status, n in entry["counts"].items():
+            lines.append(f"  {status:<10} {n:>8}")
+        lines.append(f"  live pools: {len(entry['pools'])}")
+        for p in entry["pools"]:
+            details = " ".join(f"{k}={v}" for k, v in p["info"].items())
+            lines.append(f"    {p['id']}  heartbeat {p['heartbeat_age']:.1f}s ago  {details}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Shared helpers for the in-process tests: run a pool for a block, wait on conditions."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+
+from aiotaskq import Job, JobStatus, Pool, Queue
+
+# Small intervals keep every test bounded in time.
+FAST: dict[str, Any] = {
+    "poll_interval": 0.05,
+    "heartbeat_interval": 0.2,
+    "stale_timeout": 1.0,
+    "shutdown_timeout": 2.0,
+}
+
+
+def must(job: Job | None) -> Job:
+    """The job an enqueue with options returned (None only when deduplicated by job_id)."""
+    assert job is not None, "the enqueue was deduplicated"
+    return job
+
+
+@contextlib.asynccontextmanager
+async def run_pool(queues: Queue | Sequence[Queue], *, idle: bool = False, **options: Any) -> AsyncIterator[Pool]:
+    """Run a Pool in a task group for the block; stop it (gracefully) on exit.
+
+    With ``idle=True`` the block starts once the pool has registered, subscribed
+    and parked itself in the ``idle`` set of every queue (waiting for a wake-up).
+    """
+    pool = Pool(queues, **{**FAST, **options})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.run)
+        try:
+            if idle:
+                await wait_idle(pool)
+            yield pool
+        finally:
+            pool.stop()
+
+
+async def wait_idle(pool: Pool, timeout: float = 5.0) -> None:
+    """Wait until the pool sits in the ``idle`` set of each of its queues."""
+
+    async def parked() -> bool:
+        for runner in pool.runners:
+            q = runner.queue
+            if not await q.redis.sismember(q.keys.idle, runner.pool_id):
+                return False
+        return True
+
+    await wait_for(parked, timeout, "the pool to go idle")
+
+
+async def wait_for(cond: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``cond`` (sync or async) every 10 ms until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = cond()
+        if inspect.isawaitable(out):
+            out = await out
+        if out:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await anyio.sleep(0.01)
+
+
+async def wait_status(queue: Queue, job_id: str, status: JobStatus, timeout: float = 5.0) -> None:
+    """Wait until the job has ``status``."""
+
+    async def reached() -> bool:
+        return bool(await queue.redis.hget(queue.keys.job(job_id), "status") == status.value.encode())
+
+    await wait_for(reached, timeout, f"job {job_id} to be {status.value}")
+
+
+async def queue_keys(queue: Queue) -> list[bytes]:
+    """Every Redis key of the queue (its ``aiotaskq:{Q}:`` prefix)."""
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in queue.keys.prefix) + "*"
+    return sorted([k async for k in queue.redis.scan_iter(match=pattern)])
