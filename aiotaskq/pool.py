@@ -89,6 +89,7 @@ class Pool:
         self.slots = _Slots(concurrency)
         self.runners = [QueueRunner(self, q) for q in self.queues]
         self._jobs: TaskGroup | None = None
+        self._starting: anyio.CancelScope | None = None
         self._claiming: anyio.CancelScope | None = None
         self._stop_requested = False
         self._idle = anyio.Event()
@@ -102,24 +103,30 @@ class Pool:
     def stop(self) -> None:
         """Ask the pool to shut down gracefully (safe to call from its own tasks)."""
         self._stop_requested = True
-        if self._claiming is not None:
-            self._claiming.cancel()
+        for scope in (self._starting, self._claiming):
+            if scope is not None:
+                scope.cancel()
 
     async def run(self) -> None:
         """Serve until cancelled, ``stop()``, SIGTERM or SIGINT."""
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, self.concurrency)  # plain-function tasks
         async with anyio.create_task_group() as background:
-            for r in self.runners:
-                await r.register()
-                await r.subscribe()
-            await _call_hook(self.on_startup, self)
-            for r in self.runners:
-                background.start_soon(r.finisher.run)
-            background.start_soon(self._liveness_loop)
+            # Signals first: a SIGTERM while Redis is still unreachable stops the pool cleanly.
             if threading.current_thread() is threading.main_thread():
                 background.start_soon(self._signal_loop)
+            for r in self.runners:
+                background.start_soon(r.finisher.run)
             try:
+                with anyio.CancelScope() as self._starting:
+                    if self._stop_requested:
+                        self._starting.cancel()
+                    for r in self.runners:
+                        await r.register()
+                        await r.subscribe()
+                    await _call_hook(self.on_startup, self)
+                self._starting = None
+                background.start_soon(self._liveness_loop)
                 await self._serve()
             finally:
                 with anyio.CancelScope(shield=True):

@@ -1,0 +1,1 @@
+"""Small importable apps that tests run in worker subprocesses."""

@@ -1,0 +1,67 @@
+"""Tasks for the fault tests, run by worker subprocesses (``python -m aiotaskq worker
+tests.apps.faultapp:queue``). The queue's name comes from ``$FAULTAPP_QUEUE`` and its
+Redis from ``$AIOTASKQ_REDIS_URL``; tests enqueue by task name and read Redis.
+
+Each task counts its runs in a Redis key (``marker``), so a test can see that an
+attempt started, and the first run can behave differently from a rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import anyio
+import redis
+
+from aiotaskq import Queue
+
+queue = Queue(os.environ.get("FAULTAPP_QUEUE", "faultapp"))
+not_a_queue = 42
+
+
+def _run(n: int) -> dict[str, Any]:
+    return {"run": n, "pid": os.getpid()}
+
+
+async def _count(marker: str) -> int:
+    return int(await queue.redis.incr(marker))
+
+
+@queue.task(name="fault.add")
+async def add(x: int, y: int) -> int:
+    return x + y
+
+
+@queue.task(name="fault.stall_first")
+async def stall_first(marker: str, seconds: float) -> dict[str, Any]:
+    """The first run sleeps ``seconds`` (cancellably); later runs return at once."""
+    n = await _count(marker)
+    if n == 1:
+        await anyio.sleep(seconds)
+    return _run(n)
+
+
+@queue.task(name="fault.suicide")
+async def suicide(marker: str) -> None:
+    """Kills its own worker process, every time: a poison job."""
+    await _count(marker)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@queue.task(name="fault.block_first")
+async def block_first(marker: str, release: str) -> dict[str, Any]:
+    """The first run blocks the whole event loop (no heartbeats, nothing) until the
+    key ``release`` exists, as a process cut off or frozen would; later runs return."""
+    n = await _count(marker)
+    if n == 1:
+        sync = redis.Redis.from_url(os.environ["AIOTASKQ_REDIS_URL"])
+        try:
+            deadline = time.monotonic() + 60
+            while not sync.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.02)  # noqa: ASYNC251 - blocking the loop is the point
+        finally:
+            sync.close()
+    return _run(n)

@@ -1,0 +1,239 @@
+"""The command line, run as ``python -m aiotaskq`` subprocesses against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiotaskq import JobStatus, Pool, Queue
+from aiotaskq.cli import main
+from aiotaskq.testing import RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "tests.apps.faultapp:queue"
+FAST = ["--poll-interval", "0.2", "--heartbeat-interval", "0.3", "--stale-timeout", "1.5"]
+
+
+def cli_env(queue_name: str = "faultapp", url: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["FAULTAPP_QUEUE"] = queue_name
+    env.pop("AIOTASKQ_REDIS_URL", None)
+    if url is not None:
+        env["AIOTASKQ_REDIS_URL"] = url
+    return env
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    with anyio.fail_after(20):
+        return await anyio.run_process([sys.executable, "-m", "aiotaskq", *args], cwd=ROOT, env=env, check=False)
+
+
+def start_worker(log_path: Path, env: dict[str, str], *flags: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aiotaskq", "worker", APP, *FAST, *flags],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+async def stop_worker(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then the exit code (the caller kills it in a finally if this times out)."""
+    proc.send_signal(signal.SIGTERM)
+    return await anyio.to_thread.run_sync(proc.wait, 10)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+# -- import paths that do not resolve -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("tests.apps.faultapp", "expected MODULE:ATTR"),
+        ("tests.apps.nosuchmodule:queue", "module 'tests.apps.nosuchmodule' not found"),
+        ("tests.apps.faultapp:nosuchattr", "module 'tests.apps.faultapp' has no attribute 'nosuchattr'"),
+        ("tests.apps.faultapp:not_a_queue", "is of type int, not a Queue or a list of Queues"),
+    ],
+)
+@pytest.mark.parametrize("command", ["worker", "info"])
+async def test_bad_target_is_a_clear_usage_error(command: str, target: str, message: str) -> None:
+    out = await run_cli(command, target, env=cli_env())
+    assert out.returncode == 2
+    err = out.stderr.decode()
+    assert err.startswith("aiotaskq: error: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert out.stdout == b""
+
+
+async def test_module_that_fails_to_import_names_the_error(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text("import no_such_dependency_xyz\n")
+    env = cli_env()
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    out = await run_cli("info", "broken_app:queue", env=env)
+    assert out.returncode == 2
+    err = out.stderr.decode()
+    assert "importing module 'broken_app' failed: ModuleNotFoundError" in err
+    assert "no_such_dependency_xyz" in err
+    assert "Traceback" not in err
+
+
+def test_main_returns_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "no-colon-here"]) == 2
+    assert "expected MODULE:ATTR" in capsys.readouterr().err
+    assert main(["worker"]) == 2  # argparse: the target is missing
+    assert "MODULE:ATTR" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert "worker" in capsys.readouterr().out
+
+
+async def test_invalid_pool_option_is_a_usage_error(redis_url: str) -> None:
+    out = await run_cli("worker", APP, "--heartbeat-interval", "1", "--stale-timeout", "1", env=cli_env(url=redis_url))
+    assert out.returncode == 2
+    err = out.stderr.decode()
+    assert "stale_timeout: must be more than twice heartbeat_interval" in err
+    assert "Traceback" not in err
+
+
+# -- info -----------------------------------------------------------------------------------------
+
+
+async def test_info_prints_counts_and_live_pools(queue: Queue, redis_url: str) -> None:
+    for _ in range(2):
+        await queue.enqueue("fault.add", args=(1, 2), delay=3600)
+    unknown = await queue.enqueue("fault.not-in-this-worker")
+    assert unknown is not None
+    pool = Pool(queue, poll_interval=0.2, heartbeat_interval=0.3, stale_timeout=1.5)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.run)
+        with pytest.raises(Exception, match="UnknownTask"):
+            await unknown.result(timeout=5)  # the pool is up and has run a job
+        as_json = await run_cli("info", APP, "--json", env=cli_env(queue.name, redis_url))
+        as_text = await run_cli("info", APP, env=cli_env(queue.name, redis_url))
+        pool.stop()
+
+    assert as_json.returncode == 0, as_json.stderr
+    [report] = json.loads(as_json.stdout)
+    assert report["queue"] == queue.name
+    assert report["url"] == redis_url
+    assert report["counts"] == {"scheduled": 2, "queued": 0, "active": 0, "succeeded": 0, "failed": 1, "cancelled": 0}
+    [live] = report["pools"]
+    assert live["id"] == pool.pool_ids[0]
+    assert 0 <= live["heartbeat_age"] < 1.5
+    assert live["info"]["pid"] == os.getpid()
+    assert live["info"]["concurrency"] == pool.concurrency
+
+    assert as_text.returncode == 0, as_text.stderr
+    text = as_text.stdout.decode()
+    assert f"queue {queue.name!r} at {redis_url}" in text
+    assert re.search(r"^\s+scheduled\s+2$", text, re.MULTILINE)
+    assert re.search(r"^\s+failed\s+1$", text, re.MULTILINE)
+    assert "live pools: 1" in text
+    assert re.search(rf"{re.escape(pool.pool_ids[0])}\s+heartbeat \d+\.\ds ago", text)
+
+
+async def test_info_when_redis_is_unreachable() -> None:
+    with RedisServer() as server:
+        url = server.url
+    out = await run_cli("info", APP, "--url", url, env=cli_env())
+    assert out.returncode == 1
+    err = out.stderr.decode()
+    assert f"could not read from Redis at {url}" in err
+    assert "Traceback" not in err
+
+
+# -- worker ---------------------------------------------------------------------------------------
+
+
+async def test_worker_runs_jobs_and_exits_0_on_sigterm(queue: Queue, redis_url: str, tmp_path: Path) -> None:
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(log_path, cli_env(queue.name, redis_url), "--concurrency", "3")
+    try:
+        job = await queue.enqueue("fault.add", args=(40, 2))
+        assert job is not None
+        assert await job.result(timeout=10) == 42
+        raw: list[bytes] = await queue.redis.zrange(queue.keys.pools, 0, -1)  # type: ignore[assignment]
+        [pool_id] = [x.decode() for x in raw]
+        assert f":{proc.pid}:" in pool_id
+        info = json.loads(await queue.redis.get(queue.keys.pool_info(pool_id)) or b"null")
+        assert info["concurrency"] == 3
+        assert await stop_worker(proc) == 0
+    finally:
+        kill(proc)
+    assert await queue.redis.zcard(queue.keys.pools) == 0  # it left cleanly
+    log = log_path.read_text()
+    line = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (INFO|WARNING|ERROR|DEBUG)\s+aiotaskq: "
+    assert re.search(line + r"pool \S+ serving queue", log, re.MULTILINE)
+    assert re.search(line + "received SIGTERM: shutting down gracefully", log, re.MULTILINE)
+    assert "pool stopped" in log
+    assert "Traceback" not in log
+
+
+async def test_password_never_shown(tmp_path: Path) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    with RedisServer(password=password) as server:
+        url = server.url
+        name = f"secret-{uuid.uuid4().hex[:8]}"
+        async with Queue(name, url=url) as q:
+            job = await q.enqueue("fault.add", args=(1, 1))
+            assert job is not None
+
+            info = await run_cli("info", APP, "--json", env=cli_env(name, url))
+            assert info.returncode == 0, info.stderr
+            [report] = json.loads(info.stdout)
+            assert report["counts"]["queued"] == 1
+            assert report["url"] == f"redis://:***@127.0.0.1:{server.port}/0"
+            text = await run_cli("info", APP, env=cli_env(name, url))
+            bad_url = url.replace(password, wrong)
+            denied = await run_cli("info", APP, "--url", bad_url, env=cli_env(name))
+            assert denied.returncode == 1
+            for out in (info, text, denied):
+                _no_secret(out.stdout + out.stderr, password, wrong)
+
+            # --url overrides the queue's own URL (here: the default, nothing listening).
+            log_path = tmp_path / "worker.log"
+            proc = start_worker(log_path, cli_env(name), "--url", url, "--log-level", "debug")
+            try:
+                assert await job.result(timeout=10) == 2
+                assert await stop_worker(proc) == 0
+            finally:
+                kill(proc)
+            log = log_path.read_text()
+            assert f"redis://:***@127.0.0.1:{server.port}/0" in log
+            _no_secret(log.encode(), password, wrong)
+
+            # A wrong password: the worker keeps retrying, saying why, never showing it.
+            log_path = tmp_path / "denied.log"
+            proc = start_worker(log_path, cli_env(name), "--url", bad_url)
+            try:
+                deadline = time.monotonic() + 10
+                while "retrying" not in log_path.read_text():
+                    assert time.monotonic() < deadline, log_path.read_text()
+                    await anyio.sleep(0.05)
+                assert proc.poll() is None  # it does not give up
+            finally:
+                kill(proc)
+            _no_secret(log_path.read_bytes(), password, wrong)
+            assert (await q.counts())[JobStatus.SUCCEEDED] == 1
+
+
+def _no_secret(output: bytes, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret.encode() not in output, output.decode(errors="replace")
