@@ -1,0 +1,69 @@
+"""aiotaskq as a benchmarked system: a ``Queue`` with two tasks and one ``Pool``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import anyio
+
+from aiotaskq import JobStatus, Pool, Queue, Task
+
+from .adapter import PROBE, SLEEP_SECONDS, System, TaskName
+
+
+class Aiotaskq(System):
+    name: ClassVar[str] = "aiotaskq"
+    packages: ClassVar[tuple[str, ...]] = ("aiotaskq", "redis", "hiredis", "msgspec", "anyio")
+    knobs: ClassVar[str] = "Pool(concurrency=N), every other option at its default"
+    has_batch: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._queue: Queue | None = None
+        self._tasks: dict[TaskName, Task[Any, Any]] = {}
+
+    @property
+    def queue(self) -> Queue:
+        assert self._queue is not None, "open() first"
+        return self._queue
+
+    async def open(self, url: str, queue: str) -> None:
+        q = self._queue = Queue(queue, url=url)
+
+        @q.task(name="bench.noop")
+        async def noop(i: int) -> None:
+            PROBE.start(i)
+            PROBE.end()
+
+        @q.task(name="bench.sleep")
+        async def sleep(i: int) -> None:
+            PROBE.start(i)
+            await asyncio.sleep(SLEEP_SECONDS)
+            PROBE.end()
+
+        self._tasks = {"noop": noop, "sleep": sleep}
+
+    async def close(self) -> None:
+        if self._queue is not None:
+            await self._queue.close()
+
+    async def enqueue(self, task: TaskName, i: int) -> None:
+        await self._tasks[task].enqueue(i)
+
+    async def enqueue_batch(self, task: TaskName, items: list[int]) -> None:
+        await self._tasks[task].enqueue_many([(i,) for i in items])
+
+    async def succeeded(self) -> int:
+        return (await self.queue.counts())[JobStatus.SUCCEEDED]
+
+    async def waiting(self) -> int:
+        counts = await self.queue.counts()
+        return counts[JobStatus.QUEUED] + counts[JobStatus.SCHEDULED]
+
+    async def serve(self, concurrency: int, ready: Callable[[], None], stop: asyncio.Event) -> None:
+        pool = Pool(self.queue, concurrency=concurrency, on_startup=lambda _pool: ready())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run)
+            await stop.wait()
+            pool.stop()

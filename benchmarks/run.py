@@ -1,0 +1,66 @@
+"""One repetition of one workload on one system, in a fresh process.
+
+``python -m benchmarks.run --system S --workload W --url U --queue Q --params JSON``
+
+Prints one JSON line: ``{"metrics": {...}, "details": {...}}``, or ``{"error": "..."}``
+with exit code 1. The caller runs this under a hard timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from . import workloads
+from .adapter import System, load_system
+from .workloads import Context, Outcome
+
+Workload = Callable[..., Awaitable[Outcome]]
+
+WORKLOADS: dict[str, Workload] = {
+    "latency": workloads.latency,
+    "drain": workloads.drain,
+    "memory": workloads.memory,
+    "io": workloads.io,
+}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run(system_name: str, workload: str, url: str, queue: str, params: dict[str, Any]) -> Outcome:
+    ctx = Context(system_name, url, queue, ROOT)
+    system: System = load_system(system_name)
+    await system.open(url, queue)
+    try:
+        return await WORKLOADS[workload](ctx, system, **params)
+    finally:
+        await system.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    p.add_argument("--system", required=True)
+    p.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
+    p.add_argument("--url", required=True)
+    p.add_argument("--queue", required=True)
+    p.add_argument("--params", default="{}", help="keyword arguments of the workload, as JSON")
+    args = p.parse_args(argv)
+    try:
+        out = asyncio.run(run(args.system, args.workload, args.url, args.queue, json.loads(args.params)))
+    except Exception as exc:
+        traceback.print_exc()
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+    print(json.dumps({"metrics": out.metrics, "details": out.details}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
