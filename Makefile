@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check aiotaskq tests benchmarks docs/examples
 	$(BIN)/ruff format --check aiotaskq tests benchmarks docs/examples
 	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases docs/examples
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix aiotaskq tests benchmarks docs/examples

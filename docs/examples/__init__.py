@@ -1,0 +1,1 @@
+"""Runnable examples from the documentation; ``tests/test_docs_examples.py`` runs them."""
