@@ -5,6 +5,7 @@ from .job import Job, JobInfo, JobStatus
 from .pool import Pool
 from .queue import PayloadTooLarge, Queue
 from .retry import Backoff
+from .schedule import ScheduleInfo
 from .task import BoundTask, Task
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Pool",
     "Queue",
     "Retry",
+    "ScheduleInfo",
     "Task",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -62,6 +63,8 @@ class Executor:
         try:
             task = self._task(job)
             args, kwargs = self._arguments(task, job)
+            if job.stop_reason is not None:  # stopped before it started: do not start it
+                return self._stopped(job)
             with job.scope:
                 result = await self._call(task, job, args, kwargs)
             if job.scope.cancelled_caught:
@@ -74,11 +77,19 @@ class Executor:
             return self._fail(job, text, "", delay, out_of_retries="Retry requested but no retries are left")
         except _BadInput as exc:
             return self._fail(job, str(exc), "", None)
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - a task's error ends its job
-            tb = traceback.format_exc()
-            known = self.tasks.get(job.task)
-            backoff = known.backoff(job.attempt) if known is not None else None
-            return self._fail(job, _describe(exc), tb, backoff)
+        except anyio.get_cancelled_exc_class() as exc:
+            if _cancelled_from_outside():
+                raise  # the pool itself is being cancelled: the caller gives the attempt back
+            return self._raised(job, exc, " (raised by the task itself; the job was not cancelled)")
+        except BaseException as exc:  # noqa: BLE001 - any error of the task ends its job: SystemExit,
+            # KeyboardInterrupt and BaseException subclasses of its own too; none of them may stop the pool.
+            return self._raised(job, exc)
+
+    def _raised(self, job: Claimed, exc: BaseException, note: str = "") -> Call:
+        """The attempt raised ``exc`` (called while handling it): retry or fail."""
+        known = self.tasks.get(job.task)
+        backoff = known.backoff(job.attempt) if known is not None else None
+        return self._fail(job, _describe(exc) + note, traceback.format_exc(), backoff)
 
     def _task(self, job: Claimed) -> Task[Any, Any]:
         task = self.tasks.get(job.task)
@@ -98,16 +109,21 @@ class Executor:
 
     async def _call(self, task: Task[Any, Any], job: Claimed, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.timeout
+        if timeout is None:
+            return await self._invoke(task, args, kwargs)
         try:
             with anyio.fail_after(timeout):
-                if task.is_async:
-                    return await task.fn(*args, **kwargs)
-                call = functools.partial(task.fn, *args, **kwargs)
-                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                return await self._invoke(task, args, kwargs)
         except TimeoutError:
             if job.scope.cancel_called:
                 raise
             raise TimeoutError(f"the job ran longer than its timeout of {timeout:g}s") from None
+
+    @staticmethod
+    async def _invoke(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if task.is_async:
+            return await task.fn(*args, **kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(task.fn, *args, **kwargs), abandon_on_cancel=True)
 
     def _succeeded(self, task: Task[Any, Any], job: Claimed, result: Any) -> Call:
         try:
@@ -130,6 +146,17 @@ class Executor:
         retry_ms = -1 if delay is None else round(delay * 1000)
         log.info("job %s (%s) attempt %d failed: %s", job.id, job.task, job.attempt, error)
         return self.scripts.fail(job.id, job.pool_id, job.attempt, error[:_MAX_ERROR], tb[-_MAX_TRACEBACK:], retry_ms)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether a cancellation exception caught in a job is a real cancellation of
+    the running task (the pool or its caller cancelling it), rather than one the
+    task raised by itself (``raise CancelledError()``, a cancelled future awaited)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio (trio): a Cancelled is always real
+        return True
+    return task is None or task.cancelling() > 0
 
 
 def _describe(exc: BaseException) -> str:

@@ -27,10 +27,12 @@ class Finisher:
         self.scripts = scripts
         self._send, self._recv = anyio.create_memory_object_stream[Call](max_buffer_size=math.inf)
         self.pending = 0
+        self.pending_ids: set[str] = set()  # jobs whose outcome is not written yet (still in the pool set)
         self.done = anyio.Event()  # set when run() has written everything and returned
 
     def submit(self, call: Call) -> None:
         self.pending += 1
+        self.pending_ids.add(str(call.args[0]))
         self._send.send_nowait(call)
 
     def close(self) -> None:
@@ -49,6 +51,7 @@ class Finisher:
                             break
                     await self._write(batch)
                     self.pending -= len(batch)
+                    self.pending_ids.difference_update(str(c.args[0]) for c in batch)
         finally:
             self.done.set()
 

@@ -32,6 +32,10 @@ class Keys:
         "prefix",
         "queued",
         "scheduled",
+        "schedules",
+        "schedules_last",
+        "schedules_next",
+        "schedules_wake",
         "seq",
         "stats",
         "succeeded",
@@ -54,6 +58,10 @@ class Keys:
         self.tasks = p + "tasks"  # hash: task name -> default max retries (written by pools)
         self.wake = p + "wake"  # channel: work arrived for idle pools
         self.abort = p + "abort"  # channel: job id whose running attempt must stop
+        self.schedules = p + "schedules"  # hash: schedule key -> spec (msgpack)
+        self.schedules_next = p + "schedules:next"  # zset: schedule key -> next run ms
+        self.schedules_last = p + "schedules:last"  # hash: schedule key -> tick ms of its last job
+        self.schedules_wake = p + "schedules:wake"  # channel: a schedule was added or changed
 
     def job(self, job_id: str) -> str:
         """Hash holding one job."""

@@ -34,16 +34,22 @@ class Listener:
         ch = channel.encode()
         callbacks = self._subs.setdefault(ch, [])
         callbacks.append(callback)
-        if len(callbacks) == 1:
-            self._confirmed[ch] = asyncio.get_running_loop().create_future()
-            if self._pubsub is None:
-                self._pubsub = self._redis.pubsub()
-            await self._pubsub.subscribe(ch)
-            if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._run(), name="aiotaskq-listener")
-        confirmed = self._confirmed.get(ch)
-        if confirmed is not None:
-            await asyncio.shield(confirmed)
+        try:
+            if len(callbacks) == 1:
+                self._confirmed[ch] = asyncio.get_running_loop().create_future()
+                if self._pubsub is None:
+                    self._pubsub = self._redis.pubsub()
+                await self._pubsub.subscribe(ch)
+                if self._task is None or self._task.done():
+                    self._task = asyncio.create_task(self._run(), name="aiotaskq-listener")
+            confirmed = self._confirmed.get(ch)
+            if confirmed is not None:
+                await asyncio.shield(confirmed)
+        except BaseException:
+            # Not subscribed (Redis away, or the caller gave up): forget the callback,
+            # so that a later try subscribes again instead of waiting on this one.
+            await self.unsubscribe(channel, callback)
+            raise
 
     async def unsubscribe(self, channel: str, callback: Callback) -> None:
         ch = channel.encode()

@@ -44,6 +44,7 @@ class QueueRunner:
         self.running: dict[str, Claimed] = {}
         self.wakeup = _Wakeup()
         self.started = time.time()
+        self._next_reconcile = 0.0
         self._reregistering = anyio.Lock()
 
     # -- registration and heartbeat ------------------------------------------------------------
@@ -157,6 +158,8 @@ class QueueRunner:
             want = min(free, pool.batch_size)
             pool_id = self.pool_id
             try:
+                if time.monotonic() >= self._next_reconcile:
+                    await self.reconcile()
                 with anyio.CancelScope(shield=True):
                     out = await self.queue.scripts.claim(pool_id, want)
                     jobs = self._start(out, pool_id)
@@ -175,6 +178,26 @@ class QueueRunner:
             wait = pool.poll_interval if next_due_ms < 0 else min(pool.poll_interval, next_due_ms / 1000)
             await self.wakeup.wait(wait)
 
+    async def reconcile(self) -> None:
+        """Give back jobs Redis says this pool holds but the pool never started: a
+        claim whose reply was lost with the connection. Runs between claims, so no
+        claim of this runner is in flight; a job that ended meanwhile is fenced off."""
+        self._next_reconcile = time.monotonic() + self.pool.heartbeat_interval
+        q, pool_id = self.queue, self.pool_id
+        held: set[bytes] = await q.redis.smembers(q.keys.pool(pool_id))  # type: ignore[assignment]
+        orphans = [m.decode() for m in held]
+        orphans = [i for i in orphans if i not in self.running and i not in self.finisher.pending_ids]
+        if not orphans:
+            return
+        pipe = q.redis.pipeline(transaction=False)
+        for job_id in orphans:
+            pipe.hget(q.keys.job(job_id), "attempts")
+        attempts = await pipe.execute()
+        calls = [q.scripts.requeue(i, pool_id, int(a or 0)) for i, a in zip(orphans, attempts, strict=True)]
+        given_back = sum(1 for r in await q.scripts.run_many(calls) if r == 1)
+        if given_back:
+            log.warning("queue %r: gave back %d job(s) claimed by a call whose reply was lost", q.name, given_back)
+
     def _start(self, out: list[Any], pool_id: str) -> int:
         body = out[2:]
         n = len(body) // _FIELDS
@@ -185,8 +208,8 @@ class QueueRunner:
                 task=task.decode("utf-8", "replace"),
                 payload=payload,
                 attempt=int(attempts),
-                retries=int(retries or 0),
-                timeout=float(timeout) if timeout else self._task_timeout(task),
+                retries=_number(retries, int) or 0,
+                timeout=_number(timeout, float) or self._task_timeout(task),
                 pool_id=pool_id,
             )
             self.pool.start_job(self, job)
@@ -195,6 +218,16 @@ class QueueRunner:
     def _task_timeout(self, task: bytes) -> float | None:
         t = self.queue.tasks.get(task.decode("utf-8", "replace"))
         return t.timeout if t is not None else None
+
+
+def _number(raw: bytes | None, kind: type[int] | type[float]) -> Any:
+    """A numeric job field, or None when it is empty or not a positive number
+    (a hash edited by hand must not crash the pool)."""
+    try:
+        value = kind(raw) if raw else None
+    except ValueError:
+        return None
+    return value if value is not None and value > 0 else None
 
 
 async def retrying(fn: Callable[[], Any], what: str) -> None:

@@ -153,6 +153,55 @@ class Scripts:
         )
         return [int(x) for x in out]
 
+    # -- recurring schedules -------------------------------------------------------------------
+
+    async def schedule_set(self, key: str, spec: bytes, next_ms: int | None) -> tuple[bool, int | None, int | None]:
+        """Upsert a schedule: (written, stored next run ms, last tick ms); an unchanged spec keeps its next run."""
+        k = self.keys
+        changed, next_run, last = await self._call(
+            "schedule_set",
+            [k.schedules, k.schedules_next, k.schedules_last],
+            [key, spec, "" if next_ms is None else next_ms, k.schedules_wake],
+        )
+        return bool(int(changed)), int(next_run) if next_run else None, int(last) if last else None
+
+    async def unschedule(self, key: str) -> int:
+        """Returns 1 when removed, 0 when there was no such schedule."""
+        k = self.keys
+        return int(await self._call("unschedule", [k.schedules, k.schedules_next, k.schedules_last], [key]))
+
+    async def schedules_due(self, limit: int, offset: int) -> tuple[int, int, list[tuple[str, int, bytes]]]:
+        """(Redis time ms, ms until the earliest next run to come or -1, [(key, next run ms, spec)] due)."""
+        k = self.keys
+        out = await self._call("schedules_due", [k.schedules_next, k.schedules], [limit, offset])
+        body = out[2:]
+        due = [(body[i].decode(), int(body[i + 1]), body[i + 2]) for i in range(0, len(body), 3)]
+        return int(out[0]), int(out[1]), due
+
+    def tick(
+        self,
+        key: str,
+        seen_ms: int,
+        spec: bytes,
+        fire_ms: int | None,
+        next_ms: int | None,
+        *,
+        job_id: str,
+        task: str,
+        payload: bytes,
+        priority: int,
+    ) -> Call:
+        """Run one tick. Returns 1 enqueued, 2 advanced without a job, 0 stale, -1 too early
+        (nothing written for 0 and -1)."""
+        k = self.keys
+        return Call(
+            "tick",
+            [k.job(job_id), k.scheduled, k.queued, k.seq, k.idle, k.stats, k.succeeded, k.failed, k.cancelled,
+             k.schedules, k.schedules_next, k.schedules_last],
+            [key, seen_ms, spec, "" if fire_ms is None else fire_ms, "" if next_ms is None else next_ms,
+             job_id, task, payload, priority, k.wake],
+        )  # fmt: skip
+
     # -- pool side -----------------------------------------------------------------------------
 
     async def claim(self, pool_id: str, want: int) -> list[Any]:

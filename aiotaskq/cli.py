@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 import anyio
+import msgspec
 from redis.exceptions import RedisError
 
 from ._url import redact_text
@@ -49,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 q.use_url(args.url)
         if args.command == "worker":
             return _worker(args, queues)
+        if args.command == "schedules":
+            return _schedules(args, queues, sys.stdout)
         return _info(args, queues, sys.stdout)
     except UsageError as exc:
         print(f"aiotaskq: error: {_redact(str(exc), args.url)}", file=sys.stderr)
@@ -89,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print job counts and live pools")
     _target_args(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    schedules = sub.add_parser("schedules", help="list recurring schedules with their next run")
+    _target_args(schedules)
+    schedules.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
@@ -274,3 +281,34 @@ def _render(report: list[dict[str, Any]]) -> str:
             details = " ".join(f"{k}={v}" for k, v in p["info"].items())
             lines.append(f"    {p['id']}  heartbeat {p['heartbeat_age']:.1f}s ago  {details}".rstrip())
     return "\n".join(lines)
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+def _schedules(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> int:
+    async def gather() -> list[dict[str, Any]]:
+        try:
+            return [{"queue": q.name, "url": q.url, "schedules": msgspec.to_builtins(await q.schedules())}
+                    for q in queues]  # fmt: skip
+        finally:
+            with anyio.CancelScope(shield=True):
+                for q in queues:
+                    await q.close()
+
+    try:
+        report = anyio.run(gather)
+    except (RedisError, OSError) as exc:
+        where = ", ".join(sorted({q.url for q in queues}))
+        print(f"aiotaskq: error: could not read from Redis at {where}: {_redact(_describe(exc), args.url, queues)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+        return 0
+    for entry in report:
+        print(f"queue {entry['queue']!r} at {entry['url']}: {len(entry['schedules'])} schedule(s)", file=out)
+        for s in entry["schedules"]:
+            last = f"last {s['last_run']} ({s['last_job_id']})" if s["last_run"] else "never run"
+            print(f"  {s['key']}  {s['task']}  {s['spec']}  next {s['next_run'] or 'none (ended)'}  {last}", file=out)
+    return 0

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import JobCancelled, JobFailed, JobNotFound
 
@@ -71,7 +73,10 @@ def encode_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
 
 def decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     """Decode task arguments; raises msgspec.DecodeError/ValidationError when corrupt."""
-    return _payload_decoder.decode(payload)
+    try:
+        return _payload_decoder.decode(payload)
+    except (UnicodeDecodeError, RecursionError) as exc:  # msgspec lets these through on corrupt input
+        raise msgspec.DecodeError(f"{type(exc).__name__}: {exc}") from None
 
 
 def encode_result(value: Any) -> bytes:
@@ -79,7 +84,10 @@ def encode_result(value: Any) -> bytes:
 
 
 def decode_result(data: bytes) -> Any:
-    return _decoder.decode(data) if data else None
+    try:
+        return _decoder.decode(data) if data else None
+    except (UnicodeDecodeError, RecursionError) as exc:  # as in decode_payload
+        raise msgspec.DecodeError(f"{type(exc).__name__}: {exc}") from None
 
 
 def _ms_to_dt(raw: bytes | None) -> datetime | None:
@@ -111,7 +119,7 @@ def info_from_hash(job_id: str, h: dict[bytes, bytes]) -> JobInfo:
         status=JobStatus(h[b"status"].decode()),
         priority=int(h.get(b"prio", 0)),
         attempts=int(h.get(b"attempts", 0)),
-        max_retries=int(h.get(b"retries", 0)),
+        max_retries=int(h.get(b"retries") or 0),  # empty until claimed when enqueued by name only
         enqueued_at=_ms_to_dt(h.get(b"enq_at")),
         scheduled_at=_ms_to_dt(h.get(b"due_at")),
         started_at=_ms_to_dt(h.get(b"start_at")),
@@ -171,7 +179,11 @@ class Job:
             await listener.subscribe(channel, wake)
             try:
                 while True:
-                    done, value = await self._outcome()
+                    try:
+                        done, value = await self._outcome()
+                    except (RedisConnectionError, RedisTimeoutError):
+                        await anyio.sleep(0.2)  # Redis is away: keep waiting, within the timeout
+                        continue
                     if done:
                         return value
                     await wake.wait(_SAFETY_POLL)

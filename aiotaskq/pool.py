@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,10 +12,13 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import RedisError
 
 from ._executor import Claimed
+from ._monitor import watch_event_loop
 from ._runner import QueueRunner
+from ._scheduler import Scheduler
 from .queue import Queue
 
 log = logging.getLogger("aiotaskq")
@@ -88,7 +92,8 @@ class Pool:
         self.on_shutdown = on_shutdown
         self.slots = _Slots(concurrency)
         self.runners = [QueueRunner(self, q) for q in self.queues]
-        self._jobs: TaskGroup | None = None
+        self.schedulers = [Scheduler(q, poll_interval) for q in self.queues]  # recurring schedules
+        self._dispatch: MemoryObjectSendStream[tuple[QueueRunner, Claimed]] | None = None
         self._starting: anyio.CancelScope | None = None
         self._claiming: anyio.CancelScope | None = None
         self._stop_requested = False
@@ -127,14 +132,21 @@ class Pool:
                     await _call_hook(self.on_startup, self)
                 self._starting = None
                 background.start_soon(self._liveness_loop)
+                for s in self.schedulers:
+                    background.start_soon(s.run)
+                background.start_soon(watch_event_loop, self.stale_timeout)
                 await self._serve()
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._close(background)
 
     async def _serve(self) -> None:
-        async with anyio.create_task_group() as jobs:
-            self._jobs = jobs
+        send, receive = anyio.create_memory_object_stream[tuple[QueueRunner, Claimed]](max_buffer_size=math.inf)
+        async with anyio.create_task_group() as workers, send, receive:
+            # `concurrency` long-lived worker tasks: a task per job costs more than the job's bookkeeping.
+            for i in range(self.concurrency):
+                workers.start_soon(self._worker, receive.clone(), name=f"aiotaskq worker {i}")
+            self._dispatch = send
             with anyio.CancelScope() as claiming:
                 self._claiming = claiming
                 if self._stop_requested:
@@ -151,8 +163,10 @@ class Pool:
             for r in self.runners:
                 for job in list(r.running.values()):
                     job.stop("shutdown")
+            send.close()  # the workers finish what is buffered (requeueing it), then return
 
     async def _close(self, background: TaskGroup) -> None:
+        await self._requeue_unstarted()
         for r in self.runners:
             r.finisher.close()
         with anyio.move_on_after(max(5.0, self.shutdown_timeout)):
@@ -171,14 +185,33 @@ class Pool:
             background.cancel_scope.cancel()
             log.info("pool stopped")
 
+    async def _requeue_unstarted(self) -> None:
+        """Claimed jobs that no worker started (the pool was cancelled) go back, uncharged."""
+        for r in self.runners:
+            left = list(r.running.values())
+            if not left:
+                continue
+            scripts = r.queue.scripts
+            with anyio.move_on_after(5):
+                try:
+                    await scripts.run_many([scripts.requeue(j.id, j.pool_id, j.attempt) for j in left])
+                    log.info("requeued %d claimed job(s) that never started", len(left))
+                except (RedisError, OSError) as exc:
+                    log.warning("could not requeue %d claimed job(s): %s", len(left), exc)
+
     # -- jobs ----------------------------------------------------------------------------------
 
     def start_job(self, runner: QueueRunner, job: Claimed) -> None:
-        assert self._jobs is not None
+        assert self._dispatch is not None
         self.slots.take()
         self._running += 1
         runner.running[job.id] = job
-        self._jobs.start_soon(self._run_job, runner, job, name=f"aiotaskq job {job.id}")
+        self._dispatch.send_nowait((runner, job))
+
+    async def _worker(self, jobs: MemoryObjectReceiveStream[tuple[QueueRunner, Claimed]]) -> None:
+        async with jobs:
+            async for runner, job in jobs:
+                await self._run_job(runner, job)
 
     async def _run_job(self, runner: QueueRunner, job: Claimed) -> None:
         try:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
+from . import schedule as _schedule
 from ._keys import Keys, validate_queue_name
 from ._listener import Listener
 from ._scripts import Call, Scripts
 from ._url import redact_url
 from .job import Job, JobStatus, due_time, encode_payload
 from .retry import Backoff, BackoffFn
+from .schedule import ScheduleInfo
 from .task import EnqueueOptions, Task, validate_priority, validate_retries, validate_timeout
 
 P = ParamSpec("P")
@@ -25,6 +30,8 @@ DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_KEEP_RESULT: Final = 86400.0
 DEFAULT_MAX_PAYLOAD: Final = 1 << 20
 _BATCH: Final = 1000
+# A stale pooled connection (Redis restarted) fails once; retry it quickly.
+_RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
 
 
 class PayloadTooLarge(ValueError):
@@ -80,7 +87,12 @@ class Queue:
     def redis(self) -> Redis:
         """The Redis client (created on first use)."""
         if self._redis is None:
-            self._redis = Redis.from_url(self._url, decode_responses=False, health_check_interval=30)
+            # redis-py re-sends a command after a connection error. Every script
+            # tolerates that: enqueue is idempotent by id, outcomes are fenced, and
+            # a claim whose reply was lost is found and given back by the pool.
+            self._redis = Redis.from_url(
+                self._url, decode_responses=False, health_check_interval=30, retry=Retry(_RETRY_BACKOFF, 3)
+            )
         return self._redis
 
     def use_url(self, url: str) -> None:
@@ -133,6 +145,10 @@ class Queue:
         priority: int = 0,
         backoff: Backoff | BackoffFn | tuple[float, float] | None = None,
         keep_result: float | None = None,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str | None = None,
+        misfire: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match a ParamSpec only in overload 2's return type
@@ -146,11 +162,17 @@ class Queue:
         priority: int = 0,
         backoff: Backoff | BackoffFn | tuple[float, float] | None = None,
         keep_result: float | None = None,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str | None = None,
+        misfire: str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task (``@queue.task`` or ``@queue.task(...)``).
 
         The bare form names it ``module.qualname``. Coroutine functions run on the
-        event loop; plain functions run in a worker thread.
+        event loop; plain functions run in a worker thread. With ``cron=`` (in ``tz``,
+        default UTC) or ``every=`` the task also recurs (it must take no required
+        arguments): every pool upserts that schedule at start, keyed by the task's name.
         """
 
         def register(f: Callable[P, R]) -> Task[P, R]:
@@ -167,6 +189,7 @@ class Queue:
                 backoff=backoff,
                 keep_result=keep_result,
             )
+            t.recurring = _schedule.task_rule(t, cron=cron, every=every, tz=tz, misfire=misfire)
             self.tasks[task_name] = t
             return t
 
@@ -192,13 +215,20 @@ class Queue:
         scheduled, queued or active (deduplication)."""
         options = EnqueueOptions(delay, at, priority, job_id, retries, timeout)
         call, job = self._prepare(name, self.tasks.get(name), tuple(args), dict(kwargs or {}), options)
-        return job if await self.scripts.run(call) else None
+        return await self._write(call, job, options.job_id is None)
+
+    async def _write(self, call: Call, job: Job, generated_id: bool) -> Job | None:
+        """Run an enqueue call. A generated id is ours alone: when the script finds
+        it already pending, redis-py re-sent the call after a lost reply and the
+        first try stored the job."""
+        written = await self.scripts.run(call)
+        return job if written or generated_id else None
 
     async def _enqueue_task(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions
     ) -> Job | None:
         call, job = self._prepare(task.name, task, args, kwargs, options)
-        return job if await self.scripts.run(call) else None
+        return await self._write(call, job, options.job_id is None)
 
     async def _enqueue_many(
         self, task: Task[Any, Any], items: list[tuple[tuple[Any, ...], dict[str, Any]]], options: EnqueueOptions
@@ -213,7 +243,7 @@ class Queue:
             for (_, job), res in zip(chunk, results, strict=True):
                 if isinstance(res, Exception):
                     raise res
-                out.append(job if res else None)
+                out.append(job if res or options.job_id is None else None)
         return out
 
     def _prepare(
@@ -318,3 +348,41 @@ class Queue:
             total += deleted
             if taken == 0:
                 return total
+
+    # -- recurring schedules -------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        key: str,
+        task: Task[Any, Any] | str,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        tz: str | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        priority: int | None = None,
+        misfire: str | None = None,
+    ) -> ScheduleInfo:
+        """Add or replace (by ``key``) a schedule that enqueues ``task`` on each tick of a
+        ``cron`` expression (in ``tz``, default UTC) or of a fixed interval ``every``.
+
+        Every running pool picks it up at once. Replacing it with an equal spec keeps its
+        next run. ``misfire`` ("once", "skip" or "all") decides what runs after ticks were
+        missed (see docs/recurring.md). Bad input raises ValueError and writes nothing.
+        """
+        spec = _schedule.build(
+            self, key, task, cron=cron, every=every, args=args, kwargs=kwargs, tz=tz,
+            start_at=start_at, end_at=end_at, priority=priority, misfire=misfire,
+        )  # fmt: skip
+        return await _schedule.upsert(self, key, spec)
+
+    async def unschedule(self, key: str) -> bool:
+        """Remove a schedule; False when there was none. Jobs it enqueued are not touched."""
+        return await _schedule.remove(self, key)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule of the queue, the soonest next run first."""
+        return await _schedule.list_all(self)

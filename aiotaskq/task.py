@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from .retry import Backoff, BackoffFn, as_backoff
 
 if TYPE_CHECKING:
+    from .cron import Rule
     from .job import Job
     from .queue import Queue
 
@@ -65,6 +66,7 @@ class Task(Generic[P, R]):
         self.priority = priority
         self.backoff: BackoffFn = as_backoff(backoff)
         self.keep_result = keep_result
+        self.recurring: Rule | None = None  # set by @queue.task(cron=...) or (every=...)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn

@@ -21,6 +21,7 @@ EXPECTED = {
     "Pool",
     "Queue",
     "Retry",
+    "ScheduleInfo",
     "Task",
 }
 

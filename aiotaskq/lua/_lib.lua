@@ -46,3 +46,44 @@ local function close_job(job_key, id, status, zset, now, keep_ms, channel)
   end
   redis.call('PUBLISH', channel, status)
 end
+
+-- Store a new job, queued or scheduled: the body of enqueue.lua, shared with tick.lua.
+-- k: a table whose first nine entries are the keys enqueue.lua's header lists (job hash,
+-- scheduled, queued, seq, idle, stats, succeeded, failed, cancelled); the other arguments
+-- are enqueue.lua's ARGV[1..9]. Returns 1 when written, 0 when a job with this id is
+-- scheduled, queued or active.
+local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_ms, at_ms, wake_channel)
+  local job_key = k[1]
+  local status = redis.call('HGET', job_key, 'status')
+  if status == 'scheduled' or status == 'queued' or status == 'active' then
+    return 0
+  end
+  if status then
+    redis.call('DEL', job_key)
+    redis.call('ZREM', k[7], id)
+    redis.call('ZREM', k[8], id)
+    redis.call('ZREM', k[9], id)
+  end
+
+  local now = now_ms()
+  local due = now
+  if at_ms ~= '' then
+    due = tonumber(at_ms)
+  elseif delay_ms ~= '' then
+    due = now + tonumber(delay_ms)
+  end
+
+  if due > now then
+    status = 'scheduled'
+    redis.call('ZADD', k[2], int(due), id)
+  else
+    status = 'queued'
+    redis.call('ZADD', k[3], queue_score(prio, redis.call('INCR', k[4])), id)
+  end
+  redis.call('HSET', job_key, 'task', task, 'payload', payload, 'status', status,
+    'prio', prio, 'attempts', 0, 'retries', retries, 'timeout', timeout,
+    'enq_at', int(now), 'due_at', int(due))
+  redis.call('HINCRBY', k[6], 'enqueued', 1)
+  wake(k[5], wake_channel)
+  return 1
+end

@@ -16,8 +16,8 @@ local now = now_ms()
 local delay = tonumber(ARGV[6])
 redis.call('SREM', KEYS[2], id)
 redis.call('HSET', job_key, 'error', ARGV[4], 'tb', ARGV[5],
-  'duration', int(now - tonumber(f[5])))
-if delay >= 0 and tonumber(f[3]) <= tonumber(f[4]) then
+  'duration', int(now - (tonumber(f[5]) or now)))
+if delay >= 0 and tonumber(f[3]) <= (tonumber(f[4]) or 0) then
   local due = now + delay
   redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
   redis.call('ZADD', KEYS[3], int(due), id)

@@ -13,7 +13,7 @@ if f[1] ~= 'active' or f[2] ~= pool_id or f[3] ~= attempt then
 end
 local now = now_ms()
 redis.call('SREM', KEYS[2], id)
-redis.call('HSET', job_key, 'result', ARGV[5], 'duration', int(now - tonumber(f[4])))
+redis.call('HSET', job_key, 'result', ARGV[5], 'duration', int(now - (tonumber(f[4]) or now)))
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 close_job(job_key, id, ARGV[4], KEYS[3], now, ARGV[6], ARGV[7])
 return 1

@@ -24,7 +24,7 @@ local function requeue_job(pool_id, id)
   local channel = prefix .. 'done:' .. id
   if f[6] == '1' then
     close_job(job_key, id, 'cancelled', KEYS[4], now, keep_ms, channel)
-  elseif tonumber(f[3]) > tonumber(f[4]) then
+  elseif tonumber(f[3]) > (tonumber(f[4]) or 0) then
     redis.call('HSET', job_key, 'error', 'WorkerLost: the pool running this job (' .. pool_id ..
       ') stopped sending heartbeats; attempt ' .. f[3] .. ' was lost and no retries are left', 'tb', '')
     redis.call('HINCRBY', KEYS[6], 'failed', 1)
