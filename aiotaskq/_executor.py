@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from ._scripts import Call, Scripts
+from ._scripts import Outcome, Scripts
 from .errors import Retry
 from .job import decode_payload, encode_result
 from .task import Task
@@ -58,8 +58,8 @@ class Executor:
         self.keep_ms = keep_ms
         self._params: dict[str, _Params] = {}
 
-    async def run(self, job: Claimed) -> Call | None:
-        """Run one attempt; returns the call recording its outcome (None: drop it)."""
+    async def run(self, job: Claimed) -> Outcome | None:
+        """Run one attempt; returns its outcome to record (None: drop it)."""
         try:
             task = self._task(job)
             args, kwargs = self._arguments(task, job)
@@ -85,7 +85,7 @@ class Executor:
             # KeyboardInterrupt and BaseException subclasses of its own too; none of them may stop the pool.
             return self._raised(job, exc)
 
-    def _raised(self, job: Claimed, exc: BaseException, note: str = "") -> Call:
+    def _raised(self, job: Claimed, exc: BaseException, note: str = "") -> Outcome:
         """The attempt raised ``exc`` (called while handling it): retry or fail."""
         known = self.tasks.get(job.task)
         backoff = known.backoff(job.attempt) if known is not None else None
@@ -125,27 +125,29 @@ class Executor:
             return await task.fn(*args, **kwargs)
         return await anyio.to_thread.run_sync(functools.partial(task.fn, *args, **kwargs), abandon_on_cancel=True)
 
-    def _succeeded(self, task: Task[Any, Any], job: Claimed, result: Any) -> Call:
+    def _succeeded(self, task: Task[Any, Any], job: Claimed, result: Any) -> Outcome:
         try:
             data = encode_result(result)
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             raise _BadInput(f"BadResult: the task's return value cannot be encoded with msgpack: {exc}") from None
         keep = self.keep_ms if task.keep_result is None else round(task.keep_result * 1000)
-        return self.scripts.finish(job.id, job.pool_id, job.attempt, "succeeded", data, keep)
+        return Outcome("succeeded", job.id, job.pool_id, job.attempt, data, "", keep)
 
-    def _stopped(self, job: Claimed) -> Call | None:
+    def _stopped(self, job: Claimed) -> Outcome | None:
         if job.stop_reason == "abort":
-            return self.scripts.finish(job.id, job.pool_id, job.attempt, "cancelled", b"", self.keep_ms)
+            return Outcome("cancelled", job.id, job.pool_id, job.attempt, b"", "", self.keep_ms)
         if job.stop_reason == "shutdown":
-            return self.scripts.requeue(job.id, job.pool_id, job.attempt)
+            return Outcome("requeue", job.id, job.pool_id, job.attempt, b"", "", 0)
         return None  # lost: the attempt was taken from this pool; its outcome must not land
 
-    def _fail(self, job: Claimed, error: str, tb: str, delay: float | None, out_of_retries: str | None = None) -> Call:
+    def _fail(
+        self, job: Claimed, error: str, tb: str, delay: float | None, out_of_retries: str | None = None
+    ) -> Outcome:
         if out_of_retries is not None and job.attempt > job.retries:
             error = out_of_retries
         retry_ms = -1 if delay is None else round(delay * 1000)
         log.info("job %s (%s) attempt %d failed: %s", job.id, job.task, job.attempt, error)
-        return self.scripts.fail(job.id, job.pool_id, job.attempt, error[:_MAX_ERROR], tb[-_MAX_TRACEBACK:], retry_ms)
+        return Outcome("fail", job.id, job.pool_id, job.attempt, error[:_MAX_ERROR], tb[-_MAX_TRACEBACK:], retry_ms)
 
 
 def _cancelled_from_outside() -> bool:

@@ -19,6 +19,20 @@ from ._keys import Keys
 Arg = str | bytes | int | float
 
 
+class Outcome(NamedTuple):
+    """How one attempt ended, for settle.lua: kind is succeeded, cancelled, fail or requeue;
+    data is the result (succeeded) or the error text (fail); n is the keep time in ms
+    (succeeded, cancelled) or the retry delay in ms (fail, negative for none)."""
+
+    kind: str
+    id: str
+    pool_id: str
+    attempt: int
+    data: bytes | str
+    tb: str
+    n: int
+
+
 class Call(NamedTuple):
     """One script invocation, to run alone or in a pipeline."""
 
@@ -231,6 +245,15 @@ class Scripts:
             [k.job(job_id), k.pool(pool_id), k.scheduled, k.failed, k.stats, k.idle],
             [job_id, pool_id, attempt, error, tb, retry_ms, k.done(job_id), k.wake],
         )
+
+    def settle(self, outcomes: list[Outcome]) -> Call:
+        """End a batch of attempts in one call. Returns one code per outcome (as
+        finish, fail and requeue return them)."""
+        k = self.keys
+        args: list[Arg] = [k.prefix, k.wake]
+        for o in outcomes:
+            args.extend(o)
+        return Call("settle", [k.scheduled, k.queued, k.succeeded, k.failed, k.cancelled, k.stats, k.idle], args)
 
     def requeue(self, job_id: str, pool_id: str, attempt: int) -> Call:
         """Give back an attempt cut short by shutdown. Returns 1, or -1 when fenced out."""

@@ -215,7 +215,7 @@ class Pool:
 
     async def _run_job(self, runner: QueueRunner, job: Claimed) -> None:
         try:
-            call = await runner.executor.run(job)
+            outcome = await runner.executor.run(job)
         except anyio.get_cancelled_exc_class():
             # The pool itself is being cancelled: give the attempt back, uncharged.
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
@@ -230,8 +230,8 @@ class Pool:
             self.slots.give()
             if not self._running:
                 self._idle.set()
-        if call is not None:
-            runner.finisher.submit(call)
+        if outcome is not None:
+            runner.finisher.submit(outcome)
 
     # -- background loops ----------------------------------------------------------------------
 

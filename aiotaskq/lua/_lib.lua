@@ -87,3 +87,65 @@ local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_m
   wake(k[5], wake_channel)
   return 1
 end
+
+-- Fencing: the fields asked for when this pool still owns this attempt, else nil.
+local function owned(job_key, pool_id, attempt, ...)
+  local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', ...)
+  if f[1] ~= 'active' or f[2] ~= pool_id or f[3] ~= attempt then
+    return nil
+  end
+  return f
+end
+
+-- active -> succeeded | cancelled (finish.lua, settle.lua). Returns 1, or -1 when fenced out.
+local function finish_job(job_key, pool_key, zset, stats, id, pool_id, attempt, status, result, keep_ms,
+                          channel, now)
+  local f = owned(job_key, pool_id, attempt, 'start_at')
+  if not f then
+    return -1
+  end
+  redis.call('SREM', pool_key, id)
+  redis.call('HSET', job_key, 'result', result, 'duration', int(now - (tonumber(f[4]) or now)))
+  redis.call('HINCRBY', stats, status, 1)
+  close_job(job_key, id, status, zset, now, keep_ms, channel)
+  return 1
+end
+
+-- active -> scheduled (retry after delay_ms) | failed (fail.lua, settle.lua).
+-- A negative delay_ms means "do not retry". Returns 2 retried, 3 failed, -1 fenced out.
+local function fail_job(job_key, pool_key, scheduled, failed, stats, idle, id, pool_id, attempt, err, tb,
+                        delay_ms, done_channel, wake_channel, now)
+  local f = owned(job_key, pool_id, attempt, 'retries', 'start_at')
+  if not f then
+    return -1
+  end
+  local delay = tonumber(delay_ms)
+  redis.call('SREM', pool_key, id)
+  redis.call('HSET', job_key, 'error', err, 'tb', tb, 'duration', int(now - (tonumber(f[5]) or now)))
+  if delay >= 0 and tonumber(f[3]) <= (tonumber(f[4]) or 0) then
+    local due = now + delay
+    redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
+    redis.call('ZADD', scheduled, int(due), id)
+    redis.call('HINCRBY', stats, 'retried', 1)
+    wake(idle, wake_channel)
+    return 2
+  end
+  redis.call('HINCRBY', stats, 'failed', 1)
+  close_job(job_key, id, 'failed', failed, now, -1, done_channel)
+  return 3
+end
+
+-- active -> queued, uncharged, at the front of its priority band (requeue.lua, settle.lua).
+-- Returns 1, or -1 when fenced out.
+local function give_back_job(job_key, pool_key, queued, idle, id, pool_id, attempt, wake_channel)
+  local f = owned(job_key, pool_id, attempt, 'prio')
+  if not f then
+    return -1
+  end
+  redis.call('SREM', pool_key, id)
+  redis.call('HINCRBY', job_key, 'attempts', -1)
+  redis.call('HSET', job_key, 'status', 'queued')
+  redis.call('ZADD', queued, queue_score(f[4], 0), id)
+  wake(idle, wake_channel)
+  return 1
+end

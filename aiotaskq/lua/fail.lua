@@ -7,24 +7,5 @@
 -- Returns 2 when retried, 3 when failed, -1 when this pool no longer owns this
 -- attempt (fencing). The attempt already counted when it was claimed.
 -- Time: Redis TIME.
-local job_key, id, pool_id, attempt = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', 'retries', 'start_at')
-if f[1] ~= 'active' or f[2] ~= pool_id or f[3] ~= attempt then
-  return -1
-end
-local now = now_ms()
-local delay = tonumber(ARGV[6])
-redis.call('SREM', KEYS[2], id)
-redis.call('HSET', job_key, 'error', ARGV[4], 'tb', ARGV[5],
-  'duration', int(now - (tonumber(f[5]) or now)))
-if delay >= 0 and tonumber(f[3]) <= (tonumber(f[4]) or 0) then
-  local due = now + delay
-  redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
-  redis.call('ZADD', KEYS[3], int(due), id)
-  redis.call('HINCRBY', KEYS[5], 'retried', 1)
-  wake(KEYS[6], ARGV[8])
-  return 2
-end
-redis.call('HINCRBY', KEYS[5], 'failed', 1)
-close_job(job_key, id, 'failed', KEYS[4], now, -1, ARGV[7])
-return 3
+return fail_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+  ARGV[5], ARGV[6], ARGV[7], ARGV[8], now_ms())
