@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from aiotaskq import Queue
+from aiotaskq._scripts import Outcome
 from aiotaskq.job import encode_payload
 
 KEEP_MS = 60_000
@@ -296,3 +297,31 @@ async def test_reschedule_script_starts_an_ended_job_over(queue: Queue, status: 
     assert await queue.redis.zscore(k.ended(status), "j") is None
     assert await queue.redis.zscore(k.scheduled, "j") == float(h["due_at"])
     assert await queue.redis.pttl(k.job("j")) == -1  # no longer expiring
+
+
+async def test_settle_applies_a_mixed_batch_and_fences_each_outcome(queue: Queue) -> None:
+    k, s = queue.keys, queue.scripts
+    await register(queue, "p1")
+    for job_id in ("ok", "bad", "again", "back", "stop", "stale"):
+        assert await enqueue(queue, job_id, retries=1) == 1
+    claimed = dict([await claim_one(queue, "p1") for _ in range(6)])
+    batch = [
+        Outcome("succeeded", "ok", "p1", claimed["ok"], b"\x2a", "", KEEP_MS),
+        Outcome("fail", "bad", "p1", claimed["bad"], "ValueError: no", "tb", -1),
+        Outcome("fail", "again", "p1", claimed["again"], "ValueError: later", "tb", 30_000),
+        Outcome("requeue", "back", "p1", claimed["back"], b"", "", 0),
+        Outcome("cancelled", "stop", "p1", claimed["stop"], b"", "", KEEP_MS),
+        Outcome("succeeded", "stale", "p1", claimed["stale"] + 1, b"", "", KEEP_MS),  # wrong attempt
+    ]
+    assert await s.run(s.settle(batch)) == [1, 3, 2, 1, 1, -1]
+    statuses = {i: (await job(queue, i))["status"] for i in claimed}
+    assert statuses == {
+        "ok": b"succeeded", "bad": b"failed", "again": b"scheduled",
+        "back": b"queued", "stop": b"cancelled", "stale": b"active",
+    }  # fmt: skip
+    assert (await job(queue, "ok"))["result"] == b"\x2a"
+    assert (await job(queue, "back"))["attempts"] == b"0"  # requeue is not charged
+    assert await queue.redis.smembers(k.pool("p1")) == {b"stale"}  # only the fenced-out one is still held
+    assert await queue.redis.zscore(k.scheduled, "again") is not None
+    assert await queue.redis.zscore(k.failed, "bad") is not None
+    assert await queue.redis.zscore(k.cancelled, "stop") is not None
