@@ -119,9 +119,9 @@ def info_from_hash(job_id: str, h: dict[bytes, bytes]) -> JobInfo:
         status=JobStatus(h[b"status"].decode()),
         priority=int(h.get(b"prio", 0)),
         attempts=int(h.get(b"attempts", 0)),
-        max_retries=int(h.get(b"retries") or 0),  # empty until claimed when enqueued by name only
+        max_retries=int(h.get(b"retries") or 0),  # absent until claimed when the task's default applies
         enqueued_at=_ms_to_dt(h.get(b"enq_at")),
-        scheduled_at=_ms_to_dt(h.get(b"due_at")),
+        scheduled_at=_ms_to_dt(h.get(b"due_at") or h.get(b"enq_at")),
         started_at=_ms_to_dt(h.get(b"start_at")),
         finished_at=_ms_to_dt(h.get(b"end_at")),
         duration=int(duration) / 1000 if duration is not None else None,
@@ -162,6 +162,10 @@ class Job:
         h: dict[bytes, bytes] = await self.queue.redis.hgetall(self.queue.keys.job(self.id))  # type: ignore[assignment]
         if not h or b"status" not in h:
             raise JobNotFound(self.id)
+        if b"retries" not in h:  # not claimed yet: the task's default applies
+            task = self.queue.tasks.get(h.get(b"task", b"").decode("utf-8", "replace"))
+            if task is not None:
+                h[b"retries"] = str(task.retries).encode()
         return info_from_hash(self.id, h)
 
     async def result(self, timeout: float | None = None) -> Any:

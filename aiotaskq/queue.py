@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import uuid
+import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -258,13 +258,15 @@ class Queue:
             raise ValueError("name: a task name must be a non-empty string")
         delay, at_ms = due_time(o.delay, o.at)
         priority = validate_priority(o.priority if o.priority is not None else (task.priority if task else 0))
-        retries = o.retries if o.retries is not None else (task.retries if task else None)
+        # Retries not given: left out of the job, and the claim takes the default the
+        # workers registered for the task (the same declaration, and less memory per job).
+        retries = o.retries
         if retries is not None:
             validate_retries(retries)
         timeout = validate_timeout(o.timeout if o.timeout is not None else (task.timeout if task else None))
         if o.job_id is not None and (not isinstance(o.job_id, str) or not o.job_id):
             raise ValueError(f"job_id: must be a non-empty string, got {o.job_id!r}")
-        job_id = o.job_id or uuid.uuid4().hex
+        job_id = o.job_id or secrets.token_urlsafe(12)  # 96 random bits in 16 characters
         payload = encode_payload(args, kwargs)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(

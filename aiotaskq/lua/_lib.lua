@@ -17,7 +17,7 @@ end
 local PMAX = 1000
 local SEQ_SPAN = 4294967296
 local function queue_score(prio, seq)
-  return int((PMAX - tonumber(prio)) * SEQ_SPAN + (seq % SEQ_SPAN))
+  return int((PMAX - (tonumber(prio) or 0)) * SEQ_SPAN + (seq % SEQ_SPAN))
 end
 
 -- Wake every pool that said it was idle (see claim.lua), at most once.
@@ -80,9 +80,26 @@ local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_m
     status = 'queued'
     redis.call('ZADD', k[3], queue_score(prio, redis.call('INCR', k[4])), id)
   end
-  redis.call('HSET', job_key, 'task', task, 'payload', payload, 'status', status,
-    'prio', prio, 'attempts', 0, 'retries', retries, 'timeout', timeout,
-    'enq_at', int(now), 'due_at', int(due))
+  -- Fields that hold their default are left out (memory per waiting job): prio 0,
+  -- attempts 0, no timeout, retries not known yet, due_at equal to enq_at.
+  local fields = {'task', task, 'payload', payload, 'status', status, 'enq_at', int(now)}
+  if tonumber(prio) ~= 0 then
+    fields[#fields + 1] = 'prio'
+    fields[#fields + 1] = prio
+  end
+  if retries ~= '' then
+    fields[#fields + 1] = 'retries'
+    fields[#fields + 1] = retries
+  end
+  if timeout ~= '' then
+    fields[#fields + 1] = 'timeout'
+    fields[#fields + 1] = timeout
+  end
+  if due ~= now then
+    fields[#fields + 1] = 'due_at'
+    fields[#fields + 1] = int(due)
+  end
+  redis.call('HSET', job_key, unpack(fields))
   redis.call('HINCRBY', k[6], 'enqueued', 1)
   wake(k[5], wake_channel)
   return 1

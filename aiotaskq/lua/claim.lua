@@ -19,9 +19,9 @@ local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now), 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   local job_key = prefix .. 'job:' .. id
-  local prio = redis.call('HGET', job_key, 'prio')
-  if prio then
-    redis.call('ZADD', KEYS[2], queue_score(prio, redis.call('INCR', KEYS[5])), id)
+  local f = redis.call('HMGET', job_key, 'status', 'prio')
+  if f[1] then
+    redis.call('ZADD', KEYS[2], queue_score(f[2], redis.call('INCR', KEYS[5])), id)
     redis.call('HSET', job_key, 'status', 'queued')
   end
   redis.call('ZREM', KEYS[1], id)
@@ -36,7 +36,7 @@ if want > 0 then
     local job_key = prefix .. 'job:' .. id
     local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout')
     if f[1] then
-      if f[3] == '' then
+      if not f[3] or f[3] == '' then
         f[3] = redis.call('HGET', KEYS[7], f[1]) or '0'
         redis.call('HSET', job_key, 'retries', f[3])
       end
@@ -48,7 +48,7 @@ if want > 0 then
       out[#out + 1] = f[2]
       out[#out + 1] = attempts
       out[#out + 1] = f[3]
-      out[#out + 1] = f[4]
+      out[#out + 1] = f[4] or ''
       got = got + 1
     end
   end
