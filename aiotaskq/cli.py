@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
@@ -221,31 +221,37 @@ async def _serve(pool: Pool) -> None:
 # -- info ----------------------------------------------------------------------------------------
 
 
-def _info(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> int:
+def _read(
+    args: argparse.Namespace, queues: list[Queue], per_queue: Callable[[Queue], Awaitable[dict[str, Any]]]
+) -> list[dict[str, Any]] | None:
+    """``per_queue`` for each queue, closing them after; None (error printed) when Redis fails."""
+
+    async def gather() -> list[dict[str, Any]]:
+        try:
+            return [await per_queue(q) for q in queues]
+        finally:
+            with anyio.CancelScope(shield=True):
+                for q in queues:
+                    await q.close()
+
     try:
-        report = anyio.run(_gather, queues)
+        return anyio.run(gather)
     except (RedisError, OSError) as exc:
         where = ", ".join(sorted({q.url for q in queues}))
         print(f"aiotaskq: error: could not read from Redis at {where}: {_redact(_describe(exc), args.url, queues)}",
               file=sys.stderr)  # fmt: skip
+        return None
+
+
+def _info(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> int:
+    report = _read(args, queues, _gather_one)
+    if report is None:
         return 1
     if args.json:
         print(json.dumps(report, indent=2), file=out)
     else:
         print(_render(report), file=out)
     return 0
-
-
-async def _gather(queues: list[Queue]) -> list[dict[str, Any]]:
-    report = []
-    try:
-        for q in queues:
-            report.append(await _gather_one(q))
-    finally:
-        with anyio.CancelScope(shield=True):
-            for q in queues:
-                await q.close()
-    return report
 
 
 async def _gather_one(q: Queue) -> dict[str, Any]:
@@ -287,21 +293,11 @@ def _render(report: list[dict[str, Any]]) -> str:
 
 
 def _schedules(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> int:
-    async def gather() -> list[dict[str, Any]]:
-        try:
-            return [{"queue": q.name, "url": q.url, "schedules": msgspec.to_builtins(await q.schedules())}
-                    for q in queues]  # fmt: skip
-        finally:
-            with anyio.CancelScope(shield=True):
-                for q in queues:
-                    await q.close()
+    async def one(q: Queue) -> dict[str, Any]:
+        return {"queue": q.name, "url": q.url, "schedules": msgspec.to_builtins(await q.schedules())}
 
-    try:
-        report = anyio.run(gather)
-    except (RedisError, OSError) as exc:
-        where = ", ".join(sorted({q.url for q in queues}))
-        print(f"aiotaskq: error: could not read from Redis at {where}: {_redact(_describe(exc), args.url, queues)}",
-              file=sys.stderr)  # fmt: skip
+    report = _read(args, queues, one)
+    if report is None:
         return 1
     if args.json:
         print(json.dumps(report, indent=2), file=out)
