@@ -74,6 +74,6 @@ def _check(outcome: Outcome, code: Any) -> None:
     if code == -1:
         log.warning(
             "outcome of job %r dropped: this pool no longer owns that attempt (it was declared dead "
-            "and the job was requeued)",
+            "and the job requeued, or a re-sent call had already recorded it)",
             outcome.id,
         )

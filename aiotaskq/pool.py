@@ -96,6 +96,7 @@ class Pool:
         self._dispatch: MemoryObjectSendStream[tuple[QueueRunner, Claimed]] | None = None
         self._starting: anyio.CancelScope | None = None
         self._claiming: anyio.CancelScope | None = None
+        self._liveness: anyio.CancelScope | None = None
         self._stop_requested = False
         self._idle = anyio.Event()
         self._running = 0
@@ -176,6 +177,8 @@ class Pool:
             if r.finisher.pending:
                 log.error("%d job outcome(s) on %r could not be written; the reaper will requeue those jobs",
                           r.finisher.pending, r.queue.name)  # fmt: skip
+        if self._liveness is not None:
+            self._liveness.cancel()  # a heartbeat after leaving would find the pool gone and register it afresh
         for r in self.runners:
             await r.leave()
             await r.unsubscribe()
@@ -240,14 +243,15 @@ class Pool:
 
         The heartbeat comes first so that after an outage this pool never finds
         itself stale and reaps its own jobs."""
-        while True:
-            await anyio.sleep(self.heartbeat_interval)
-            for r in self.runners:
-                try:
-                    await r.heartbeat()
-                    await r.reap()
-                except (RedisError, OSError) as exc:
-                    log.warning("heartbeat on queue %r failed: %s", r.queue.name, exc)
+        with anyio.CancelScope() as self._liveness:
+            while True:
+                await anyio.sleep(self.heartbeat_interval)
+                for r in self.runners:
+                    try:
+                        await r.heartbeat()
+                        await r.reap()
+                    except (RedisError, OSError) as exc:
+                        log.warning("heartbeat on queue %r failed: %s", r.queue.name, exc)
 
     async def _signal_loop(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

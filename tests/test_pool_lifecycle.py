@@ -50,3 +50,20 @@ async def test_hooks_run_once_around_serving(queue: Queue) -> None:
             await started.wait()
             pool.stop()
     assert events == ["start:1", "stop"]
+
+
+async def test_a_slow_shutdown_hook_does_not_register_the_pool_again(queue: Queue) -> None:
+    """Heartbeats stop before the pool leaves: a heartbeat after leaving would find the
+    pool gone, take it for dead and register a phantom pool under a new id."""
+
+    async def on_shutdown(_: Pool) -> None:
+        await anyio.sleep(0.5)  # several heartbeat intervals
+
+    pool = Pool(queue, heartbeat_interval=0.05, stale_timeout=1, on_shutdown=on_shutdown)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run)
+            while not await queue.redis.zcard(queue.keys.pools):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            pool.stop()
+    assert await queue.redis.zcard(queue.keys.pools) == 0

@@ -23,6 +23,7 @@ local function requeue_job(pool_id, id)
   end
   local channel = prefix .. 'done:' .. id
   if f[6] == '1' then
+    redis.call('HINCRBY', KEYS[6], 'cancelled', 1)
     close_job(job_key, id, 'cancelled', KEYS[4], now, keep_ms, channel)
   elseif tonumber(f[3]) > (tonumber(f[4]) or 0) then
     redis.call('HSET', job_key, 'error', 'WorkerLost: the pool running this job (' .. pool_id ..
