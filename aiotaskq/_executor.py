@@ -147,7 +147,9 @@ class Executor:
             error = out_of_retries
         retry_ms = -1 if delay is None else round(delay * 1000)
         log.info("job %s (%s) attempt %d failed: %s", job.id, job.task, job.attempt, error)
-        return Outcome("fail", job.id, job.pool_id, job.attempt, error[:_MAX_ERROR], tb[-_MAX_TRACEBACK:], retry_ms)
+        return Outcome(
+            "fail", job.id, job.pool_id, job.attempt, _utf8(error[:_MAX_ERROR]), _utf8(tb[-_MAX_TRACEBACK:]), retry_ms
+        )
 
 
 def _cancelled_from_outside() -> bool:
@@ -159,6 +161,11 @@ def _cancelled_from_outside() -> bool:
     except RuntimeError:  # not on asyncio (trio): a Cancelled is always real
         return True
     return task is None or task.cancelling() > 0
+
+
+def _utf8(text: str) -> str:
+    """Text Redis and msgpack accept: lone surrogates (undecodable bytes) replaced."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _describe(exc: BaseException) -> str:

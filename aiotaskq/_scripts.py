@@ -10,6 +10,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
 
+import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
@@ -17,6 +18,7 @@ from redis.exceptions import NoScriptError
 from ._keys import Keys
 
 Arg = str | bytes | int | float
+_encoder = msgspec.msgpack.Encoder()
 
 
 class Outcome(NamedTuple):
@@ -250,10 +252,9 @@ class Scripts:
         """End a batch of attempts in one call. Returns one code per outcome (as
         finish, fail and requeue return them)."""
         k = self.keys
-        args: list[Arg] = [k.prefix, k.wake]
-        for o in outcomes:
-            args.extend(o)
-        return Call("settle", [k.scheduled, k.queued, k.succeeded, k.failed, k.cancelled, k.stats, k.idle], args)
+        meta = _encoder.encode([(o.kind, o.id, o.pool_id, o.attempt, o.tb, o.n) for o in outcomes])
+        return Call("settle", [k.scheduled, k.queued, k.succeeded, k.failed, k.cancelled, k.stats, k.idle],
+                    [k.prefix, k.wake, meta, *(o.data for o in outcomes)])  # fmt: skip
 
     def requeue(self, job_id: str, pool_id: str, attempt: int) -> Call:
         """Give back an attempt cut short by shutdown. Returns 1, or -1 when fenced out."""

@@ -32,3 +32,29 @@ async def test_non_numeric_job_fields_do_not_stop_the_pool(queue: Queue) -> None
             assert await weird.result() == "ok"
             assert await good.result() == "ok"
             pool.stop()
+
+
+async def test_an_error_text_with_lone_surrogates_is_recorded(queue: Queue) -> None:
+    """An exception message holding undecodable bytes (surrogateescape) cannot stop the
+    finisher: the job ends failed with the text made valid UTF-8."""
+
+    @queue.task(name="hand.surrogate")
+    async def surrogate() -> None:
+        raise ValueError(b"caf\xe9".decode("utf-8", "surrogateescape"))
+
+    job = await surrogate.enqueue()
+    after = await queue.enqueue("hand.ok2")
+    assert after is not None
+
+    @queue.task(name="hand.ok2")
+    async def ok2() -> str:
+        return "ok"
+
+    pool = Pool(queue, concurrency=1, poll_interval=0.05)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run)
+            with pytest.raises(JobFailed, match="caf"):
+                await job.result()
+            assert await after.result() == "ok"
+            pool.stop()
