@@ -20,6 +20,10 @@ log = logging.getLogger("aiotaskq")
 
 Callback = Callable[[bytes | None], None]
 
+_TICK = 1.0  # longest wait for a message before the listener looks at the connection's health
+_SILENCE = 5.0  # after this long without a message the listener sends a PING...
+_PONG_WAIT = 5.0  # ...and reconnects if nothing at all came back this long after it
+
 
 class Listener:
     def __init__(self, redis: Redis) -> None:
@@ -72,10 +76,23 @@ class Listener:
         pubsub = self._pubsub
         delay = 0.05
         lost = False
+        clock = asyncio.get_running_loop().time
+        heard, pinged = clock(), False  # when the connection last delivered anything; PING sent since
         while True:
             try:
-                msg = await pubsub.get_message(timeout=None)
+                # Bounded reads and a PING after a silence: a socket that died without a word (a
+                # partition, a proxy holding a half-open connection) would block a read for ever.
+                msg = await pubsub.get_message(timeout=_TICK)
+                if msg is not None:
+                    heard, pinged = clock(), False
+                elif clock() - heard > _SILENCE + _PONG_WAIT and pubsub.connection is not None:
+                    await pubsub.connection.disconnect()  # the next read reconnects and resubscribes
+                    raise RedisTimeoutError(f"no reply to PING within {_PONG_WAIT:g}s")
+                elif clock() - heard > _SILENCE and not pinged:
+                    await pubsub.ping()
+                    pinged = True
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                heard, pinged = clock(), False
                 if not lost:
                     log.warning("pub/sub connection lost (%s); reconnecting", exc)
                 lost = True

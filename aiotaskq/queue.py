@@ -32,6 +32,10 @@ DEFAULT_MAX_PAYLOAD: Final = 1 << 20
 _BATCH: Final = 1000
 # A stale pooled connection (Redis restarted) fails once; retry it quickly.
 _RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
+# No call of ours blocks in Redis, so a reply slower than this means a dead connection
+# (a partition, a half-open socket): without it, redis-py < 8 waits for ever (8 made 5 s
+# its default). A URL query (?socket_timeout=...) overrides it.
+_SOCKET_TIMEOUT: Final = 5.0
 
 
 class PayloadTooLarge(ValueError):
@@ -91,8 +95,9 @@ class Queue:
             # tolerates that: enqueue is idempotent by id, outcomes are fenced, and
             # a claim whose reply was lost is found and given back by the pool.
             self._redis = Redis.from_url(
-                self._url, decode_responses=False, health_check_interval=30, retry=Retry(_RETRY_BACKOFF, 3)
-            )
+                self._url, decode_responses=False, health_check_interval=30, retry=Retry(_RETRY_BACKOFF, 3),
+                socket_timeout=_SOCKET_TIMEOUT, socket_connect_timeout=_SOCKET_TIMEOUT,
+            )  # fmt: skip
         return self._redis
 
     def use_url(self, url: str) -> None:

@@ -1,0 +1,1 @@
+"""Fault runs of aiotaskq: ``python -m benchmarks.faults`` (see docs/reliability.md)."""
