@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_VENV := .venv-bench
 
 .PHONY: demo test lint format bench clean
 
@@ -29,8 +30,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix aiotaskq tests benchmarks docs/examples
 	$(BIN)/ruff format aiotaskq tests benchmarks docs/examples
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+# The peers need an older redis-py than development does: they get a venv of their own.
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e '.[bench]'
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache

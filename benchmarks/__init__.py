@@ -1,14 +1,18 @@
-"""Benchmarks of aiotaskq: ``python -m benchmarks`` (see ``docs/benchmarks.md``).
+"""Benchmarks of aiotaskq against arq, SAQ, streaq and taskiq: ``python -m benchmarks``
+(see ``docs/benchmarks.md``).
 
-Layout, so the harness can grow to cover peer systems with the same workloads:
+Layout:
 
-- ``adapter.py``: the ``System`` interface every queue system implements, and the
-  ``Probe`` its benchmark tasks report to (the same probe for every system).
-- ``adapter_aiotaskq.py``: aiotaskq as the first system.
-- ``workloads.py``: the workloads (latency, drain, memory, io), run as a producer in
-  one subprocess per repetition, with the worker in a subprocess of its own
-  (``worker.py``). ``run.py`` is the entry point of that per-repetition subprocess.
-- ``report.py``: machine details, medians, the markdown table and ``docs/benchmarks.md``.
-- ``__main__.py``: the command line; starts a private ``redis-server`` and runs
-  every repetition in a fresh subprocess under a hard timeout.
+- ``adapter.py``: the ``System`` interface every queue system implements, the ``Probe``
+  its benchmark tasks report to (the same probe for every system), and the registry.
+- ``adapter_aiotaskq.py``, ``adapter_arq.py``, ``adapter_saq.py``, ``adapter_streaq.py``,
+  ``adapter_taskiq.py``: one system each, used as its documentation shows.
+- ``workloads.py``: the workloads (W1 drain, W2 latency, W3 io, W4 scale, W5 retries), run
+  as the producer of one repetition in a fresh subprocess (``run.py``).
+- ``measure.py``: the worker subprocesses (``worker.py``), Redis-side figures, and draining
+  a queue until Redis records its jobs as ended.
+- ``report.py``: machine details, medians, the markdown table and the results blocks of
+  ``docs/benchmarks.md``; ``charts.py``: its PNG charts.
+- ``__main__.py``: the command line; starts a private ``redis-server`` and runs every
+  repetition in a fresh subprocess under a hard timeout, systems alternating.
 """

@@ -1,4 +1,4 @@
-"""aiotaskq as a benchmarked system: a ``Queue`` with two tasks and one ``Pool``."""
+"""aiotaskq as a benchmarked system: a ``Queue`` with three tasks and one ``Pool``."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import anyio
 
 from aiotaskq import JobStatus, Pool, Queue, Task
 
-from .adapter import PROBE, SLEEP_SECONDS, System, TaskName
+from .adapter import PROBE, SLEEP_SECONDS, FlakyError, System, TaskName
 
 
 class Aiotaskq(System):
     name: ClassVar[str] = "aiotaskq"
     packages: ClassVar[tuple[str, ...]] = ("aiotaskq", "redis", "hiredis", "msgspec", "anyio")
-    knobs: ClassVar[str] = "Pool(concurrency=N), every other option at its default"
-    has_batch: ClassVar[bool] = True
+    knobs: ClassVar[str] = (
+        "`Pool(queue, concurrency=N)`, every other option at its default; "
+        "`flaky` has `retries=1, backoff=(0, 0)` (a plain exception, retried at once)"
+    )
+    batch_api: ClassVar[str] = "`Task.enqueue_many`"
 
     def __init__(self) -> None:
         self._queue: Queue | None = None
@@ -42,7 +45,14 @@ class Aiotaskq(System):
             await asyncio.sleep(SLEEP_SECONDS)
             PROBE.end()
 
-        self._tasks = {"noop": noop, "sleep": sleep}
+        @q.task(name="bench.flaky", retries=1, backoff=(0.0, 0.0))
+        async def flaky(i: int) -> None:
+            if PROBE.first_attempt(i):
+                raise FlakyError(i)
+            PROBE.start(i)
+            PROBE.end()
+
+        self._tasks = {"noop": noop, "sleep": sleep, "flaky": flaky}
 
     async def close(self) -> None:
         if self._queue is not None:
@@ -54,12 +64,18 @@ class Aiotaskq(System):
     async def enqueue_batch(self, task: TaskName, items: list[int]) -> None:
         await self._tasks[task].enqueue_many([(i,) for i in items])
 
-    async def succeeded(self) -> int:
-        return (await self.queue.counts())[JobStatus.SUCCEEDED]
-
     async def waiting(self) -> int:
         counts = await self.queue.counts()
         return counts[JobStatus.QUEUED] + counts[JobStatus.SCHEDULED]
+
+    async def unfinished(self) -> int:
+        counts = await self.queue.counts()
+        return counts[JobStatus.QUEUED] + counts[JobStatus.SCHEDULED] + counts[JobStatus.ACTIVE]
+
+    async def outcomes(self) -> dict[str, int]:
+        ended = {JobStatus.SUCCEEDED: "succeeded", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}
+        counts = await self.queue.counts()
+        return {ended.get(k, f"not ended ({k.value})"): v for k, v in counts.items() if v}
 
     async def serve(self, concurrency: int, ready: Callable[[], None], stop: asyncio.Event) -> None:
         pool = Pool(self.queue, concurrency=concurrency, on_startup=lambda _pool: ready())

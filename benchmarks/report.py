@@ -1,4 +1,4 @@
-"""Medians, the markdown table, machine details, and the results block of ``docs/benchmarks.md``."""
+"""Medians, the markdown table, machine details, and the results blocks of ``docs/benchmarks.md``."""
 
 from __future__ import annotations
 
@@ -19,101 +19,240 @@ from typing import Any
 from .adapter import system_class
 
 OURS = "aiotaskq"  # the system the targets are for
-BEGIN = "<!-- results: begin (written by `python -m benchmarks`; edit the text around it, not inside) -->"
-END = "<!-- results: end -->"
+
+
+def markers(loop: str) -> tuple[str, str]:
+    """The comments around the results block of one event loop in the page."""
+    return (
+        f"<!-- results {loop}: begin (written by `python -m benchmarks`; edit the text around it, not inside) -->",
+        f"<!-- results {loop}: end -->",
+    )
 
 
 @dataclass
 class Run:
-    """One repetition of one workload on one system."""
+    """One repetition of one case (a workload with its sizes) on one system."""
 
     system: str
-    workload: str
+    case: str
     rep: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    skipped: str | None = None  # why the run was not attempted
 
 
 @dataclass(frozen=True)
 class Metric:
-    workload: str
+    case: str
     key: str
     label: str
     fmt: str
+    higher: bool = False  # higher is better
     target: str = ""
-    limit: float | None = None  # the target as a bound, when it is an absolute one
-    lower_is_better: bool = True
+    limit: float | None = None  # an absolute bound on our median
+    factor: float | None = None  # ours must be this many times better than the best peer's median
+    compare: bool = True  # show how ours compares with the best peer
 
-    def met(self, value: float) -> str:
-        if self.limit is None:
+    def met(self, ours: float, best_peer: float | None) -> str:
+        checks: list[bool] = []
+        if self.limit is not None:
+            checks.append(ours >= self.limit if self.higher else ours <= self.limit)
+        if self.factor is not None:
+            if best_peer is None:
+                return "no peer" if not checks else ("yes" if all(checks) else "**no**") + ", no peer"
+            checks.append(advantage(self, ours, best_peer) >= self.factor)
+        if not checks:
             return ""
-        ok = value <= self.limit if self.lower_is_better else value >= self.limit
-        return "yes" if ok else "**no**"
+        return "yes" if all(checks) else "**no**"
 
 
-# Targets of issue 4 ("Benchmarks against arq, SAQ, streaq and taskiq"). Most are relative to the
-# fastest peer in the same run; until the peers run in this harness, the bounds below use the peer
-# figures that issue quotes (measured on this machine before any aiotaskq code existed).
+def advantage(m: Metric, ours: float, peer: float) -> float:
+    """How many times better ours is than ``peer`` (> 1: better), whichever way the metric points."""
+    if m.higher:
+        return ours / peer if peer else float("inf")
+    return peer / ours if ours else float("inf")
+
+
+# Targets of issue 4 ("Benchmarks against arq, SAQ, streaq and taskiq"), in the same run, medians.
 METRICS: tuple[Metric, ...] = (
-    Metric("latency", "latency_p50_ms", "enqueue→start p50 (ms)", ".2f", "≤ 0.6 (best peer)", 0.6),
-    Metric("latency", "latency_p95_ms", "enqueue→start p95 (ms)", ".2f"),
-    Metric("latency", "latency_p99_ms", "enqueue→start p99 (ms)", ".2f", "< 2, ≤ 1.2 (best peer)", 1.2),
-    Metric("latency", "latency_max_ms", "enqueue→start max (ms)", ".2f"),
-    Metric("drain", "enqueue_rate", "enqueue, 100 calls in flight (jobs/s)", ",.0f"),
-    Metric("drain", "enqueue_batch_rate", "`enqueue_many` (jobs/s)", ",.0f", "3x the fastest peer (not run yet)"),
+    Metric("latency", "latency_p50_ms", "W2 enqueue→start p50 (ms)", ".2f", target="≤ best peer", factor=1.0),
+    Metric("latency", "latency_p95_ms", "W2 enqueue→start p95 (ms)", ".2f"),
     Metric(
-        "drain", "drain_rate", "drain, 1 worker process (jobs/s)", ",.0f", "≥ 12,000 (5x peer's 2,400)", 12000, False
+        "latency",
+        "latency_p99_ms",
+        "W2 enqueue→start p99 (ms)",
+        ".2f",
+        target="< 2 and ≤ best peer",
+        limit=2.0,
+        factor=1.0,
     ),
-    Metric("drain", "cpu_us_per_job", "worker CPU per job (µs)", ".1f", "< 80", 80.0),
-    Metric("drain", "cmds_per_job", "Redis commands per job, Lua's included", ".1f", "≤ 2", 2.0),
-    Metric("drain", "script_calls_per_job", "script calls (EVALSHA) per job", ".2f"),
-    Metric("drain", "reads_per_job", "Redis socket reads per job (≈ round trips)", ".2f"),
-    Metric("memory", "memory_bytes_per_job", "Redis memory per queued job (bytes)", ".0f", "< 300", 300.0),
-    Metric("io", "io_drain_s", "10 ms sleeps: drain time (s)", ".3f"),
-    Metric("io", "io_ideal_s", "10 ms sleeps: ideal (s)", ".3f"),
-    Metric("io", "io_over_ideal_pct", "10 ms sleeps: over ideal (%)", ".0f", "≤ 15", 15.0),
+    Metric("latency", "latency_max_ms", "W2 enqueue→start max (ms)", ".2f"),
+    Metric("drain", "enqueue_rate", "W1 enqueue, 100 calls in flight (jobs/s)", ",.0f", higher=True),
+    Metric("drain", "enqueue_batch_rate", "W1 enqueue, batch API (jobs/s)", ",.0f", higher=True),
+    Metric(
+        "drain",
+        "enqueue_best_rate",
+        "W1 enqueue, best of the two (jobs/s)",
+        ",.0f",
+        higher=True,
+        target="≥ 3x best peer",
+        factor=3.0,
+    ),
+    Metric(
+        "drain",
+        "drain_rate",
+        "W1 drain, 1 worker process (jobs/s)",
+        ",.0f",
+        higher=True,
+        target="≥ 5x best peer",
+        factor=5.0,
+    ),
+    Metric("drain", "cpu_us_per_job", "W1 worker CPU per job (µs)", ".0f", target="< 80", limit=80.0),
+    Metric("drain", "redis_cpu_us_per_job", "W1 Redis CPU per job (µs)", ".0f"),
+    Metric("drain", "cmds_per_job", "W1 Redis commands per job, Lua's included", ".1f", target="≤ 2", limit=2.0),
+    Metric("drain", "script_calls_per_job", "W1 script calls (EVALSHA/FCALL) per job", ".2f", compare=False),
+    Metric("drain", "reads_per_job", "W1 Redis socket reads per job (≈ round trips)", ".2f"),
+    Metric("io", "io_drain_s", "W3 10 ms sleeps: drain time (s)", ".3f"),
+    Metric("io", "io_over_ideal_pct", "W3 10 ms sleeps: over the ideal (%)", ".0f", target="≤ 15", limit=15.0),
+    Metric("retries", "retry_drain_s", "W5 fail once, then succeed: drain time (s)", ".2f"),
+    Metric("scale_1k", "memory_bytes_per_job", "W4 memory per queued job, 1k waiting (bytes)", ".0f"),
+    Metric(
+        "scale_100k",
+        "memory_bytes_per_job",
+        "W4 memory per queued job, 100k waiting (bytes)",
+        ".0f",
+        target="< 300",
+        limit=300.0,
+    ),
+    Metric(
+        "scale_1m",
+        "memory_bytes_per_job",
+        "W4 memory per queued job, 1M waiting (bytes)",
+        ".0f",
+        target="< 300",
+        limit=300.0,
+    ),
+    Metric("scale_1k", "fill_rate", "W4 enqueue 1k (jobs/s, batch API or 100 in flight)", ",.0f", higher=True),
+    Metric("scale_100k", "fill_rate", "W4 enqueue 100k (jobs/s)", ",.0f", higher=True),
+    Metric("scale_1m", "fill_rate", "W4 enqueue 1M (jobs/s)", ",.0f", higher=True),
+    Metric("scale_1k", "drain_rate", "W4 drain, 1k waiting, 1 worker (jobs/s, all 1k)", ",.0f", higher=True),
+    Metric("scale_100k", "drain_rate", "W4 drain, 100k waiting, 1 worker (jobs/s, first 20k)", ",.0f", higher=True),
+    Metric("scale_1m", "drain_rate", "W4 drain, 1M waiting, 1 worker (jobs/s, first 20k)", ",.0f", higher=True),
+    Metric("scale_4w", "drain_rate", "W4 drain, 100k waiting, 4 workers (jobs/s, first 20k)", ",.0f", higher=True),
+    Metric("scale_100k", "cpu_us_per_job", "W4 100k waiting, 1 worker: worker CPU per job (µs)", ".0f"),
+    Metric("scale_4w", "cpu_us_per_job", "W4 100k waiting, 4 workers: workers' CPU per job (µs)", ".0f"),
+    Metric("scale_100k", "redis_cpu_us_per_job", "W4 100k waiting, 1 worker: Redis CPU per job (µs)", ".0f"),
+    Metric("scale_4w", "redis_cpu_us_per_job", "W4 100k waiting, 4 workers: Redis CPU per job (µs)", ".0f"),
 )
 
 
-def medians(runs: Iterable[Run]) -> dict[tuple[str, str], list[float]]:
-    """(system, metric) -> the values of the successful repetitions."""
-    out: dict[tuple[str, str], list[float]] = {}
+@dataclass(frozen=True)
+class Ratio:
+    """A row computed from two medians of the same system: ``top / bottom``."""
+
+    top: tuple[str, str]  # (case, metric)
+    bottom: tuple[str, str]
+    label: str
+    target: str
+    limit: float
+
+
+RATIOS: tuple[Ratio, ...] = (
+    Ratio(
+        ("scale_1m", "drain_rate"), ("scale_1k", "drain_rate"), "W4 drain rate, 1M waiting ÷ 1k waiting", "≥ 0.8", 0.8
+    ),
+    Ratio(
+        ("scale_100k", "drain_rate"), ("scale_1k", "drain_rate"), "W4 drain rate, 100k waiting ÷ 1k waiting", "", 0.0
+    ),
+    Ratio(("scale_1m", "drain_rate"), ("drain", "drain_rate"), "W4 drain rate, 1M waiting ÷ W1's 20k", "", 0.0),
+    Ratio(
+        ("scale_4w", "drain_rate"),
+        ("scale_100k", "drain_rate"),
+        "W4 drain rate, 4 workers ÷ 1 worker (100k)",
+        "≥ 1.7",
+        1.7,
+    ),
+)
+
+
+def values(runs: Iterable[Run]) -> dict[tuple[str, str, str], list[float]]:
+    """(system, case, metric) -> the values of the successful repetitions."""
+    out: dict[tuple[str, str, str], list[float]] = {}
     for run in runs:
-        if run.error is None:
+        if run.error is None and run.skipped is None:
             for key, value in run.metrics.items():
-                out.setdefault((run.system, key), []).append(value)
+                out.setdefault((run.system, run.case, key), []).append(value)
     return out
 
 
-def table(runs: list[Run], systems: list[str], workloads: list[str]) -> str:
-    """Markdown: one row per metric, one column per system: median (min-max over repetitions)."""
-    values = medians(runs)
-    head = ["workload", "metric", *systems, "target", "met"]
+def median_of(vals: dict[tuple[str, str, str], list[float]], system: str, case: str, key: str) -> float | None:
+    vs = vals.get((system, case, key))
+    return statistics.median(vs) if vs else None
+
+
+def _cell(runs: list[Run], vals: dict[tuple[str, str, str], list[float]], system: str, m: Metric) -> str:
+    vs = vals.get((system, m.case, m.key))
+    if vs:
+        low, high = f"{min(vs):{m.fmt}}", f"{max(vs):{m.fmt}}"
+        spread = f" ({low} to {high})" if low != high else ""
+        return f"{statistics.median(vs):{m.fmt}}{spread}"
+    mine = [r for r in runs if r.system == system and r.case == m.case]
+    if any(r.skipped for r in mine):
+        return "not run"
+    if any(r.error for r in mine):
+        return "failed"
+    if mine and m.key == "enqueue_batch_rate":
+        return "no batch API"
+    return "n/a"
+
+
+def best_peer(vals: dict[tuple[str, str, str], list[float]], systems: list[str], m: Metric) -> tuple[str, float] | None:
+    peers = [(s, v) for s in systems if s != OURS and (v := median_of(vals, s, m.case, m.key)) is not None]
+    if not peers:
+        return None
+    return max(peers, key=lambda sv: sv[1]) if m.higher else min(peers, key=lambda sv: sv[1])
+
+
+def table(runs: list[Run], systems: list[str], cases: list[str]) -> str:
+    """Markdown: one row per metric, one column per system (median, range over repetitions), then
+    aiotaskq against the best peer of the same run, the target and whether it is met."""
+    vals = values(runs)
+    head = ["metric", *systems, "aiotaskq vs best peer", "target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in METRICS:
-        if m.workload not in workloads:
+        if m.case not in cases:
             continue
-        cells = []
+        cells = [_cell(runs, vals, s, m) for s in systems]
+        ours = median_of(vals, OURS, m.case, m.key)
+        best = best_peer(vals, systems, m)
+        versus = met = ""
+        if ours is not None and best is not None and m.compare:
+            versus = f"{advantage(m, ours, best[1]):.2f}x {'better' if advantage(m, ours, best[1]) >= 1 else 'worse'}"
+            versus += f" ({best[0]})"
+        if ours is not None:
+            met = m.met(ours, best[1] if best else None)
+        lines.append("| " + " | ".join([m.label, *cells, versus, m.target, met]) + " |")
+    for ratio in RATIOS:
+        if ratio.top[0] not in cases or ratio.bottom[0] not in cases:
+            continue
+        cells, ours = [], None
         for s in systems:
-            vs = values.get((s, m.key))
-            if not vs:
-                cells.append("error" if any(r.system == s and r.workload == m.workload for r in runs) else "n/a")
-                continue
-            low, high = f"{min(vs):{m.fmt}}", f"{max(vs):{m.fmt}}"
-            spread = f" ({low} to {high})" if low != high else ""
-            cells.append(f"{statistics.median(vs):{m.fmt}}{spread}")
-        ours = values.get((OURS, m.key))
-        met = m.met(statistics.median(ours)) if ours else ""
-        lines.append("| " + " | ".join([m.workload, m.label, *cells, m.target, met]) + " |")
+            top, bottom = median_of(vals, s, *ratio.top), median_of(vals, s, *ratio.bottom)
+            value = top / bottom if top is not None and bottom else None
+            cells.append(f"{value:.2f}" if value is not None else "n/a")
+            if s == OURS:
+                ours = value
+        met = ("yes" if ours >= ratio.limit else "**no**") if ours is not None and ratio.target else ""
+        lines.append("| " + " | ".join([ratio.label, *cells, "", ratio.target, met]) + " |")
     return "\n".join(lines)
 
 
 def breakdown(runs: list[Run], system: str) -> str:
     """Median Redis commands per job in the drain workload, by command (Lua's included)."""
     drains = [r.details.get("commands_per_job", {}) for r in runs
-              if r.system == system and r.workload == "drain" and r.error is None]  # fmt: skip
+              if r.system == system and r.case == "drain" and r.error is None and r.skipped is None]  # fmt: skip
     names = {name for d in drains for name in d}
     rows = sorted(((statistics.median(d.get(k, 0.0) for d in drains), k) for k in names), reverse=True)
     return ", ".join(f"{name} {n:.2f}" for n, name in rows if n >= 0.005)
@@ -146,7 +285,7 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
         return ""
 
 
-def _version(dist: str) -> str:
+def version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -158,7 +297,7 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def machine(systems: list[str], root: Path, load: tuple[float, float]) -> dict[str, str]:
+def machine(systems: list[str], root: Path, load: tuple[float, float], loop: str) -> dict[str, str]:
     redis_v = re.search(r"v=(\S+)", _run(["redis-server", "--version"]))
     commit = _run(["git", "rev-parse", "--short", "HEAD"], root)
     dirty = _run(["git", "status", "--porcelain", "--", "aiotaskq"], root)
@@ -166,12 +305,14 @@ def machine(systems: list[str], root: Path, load: tuple[float, float]) -> dict[s
     packages: dict[str, str] = {}
     for s in systems:
         for dist in system_class(s).packages:
-            packages[dist] = _version(dist)
+            packages[dist] = version(dist)
+    event_loop = f"uvloop {version('uvloop')}" if loop == "uvloop" else "asyncio's default event loop"
     return {
         "CPU": f"{_cpu_model()}, {os.cpu_count()} logical cores",
         "memory": _mem_total(),
         "OS": platform.platform(),
-        "Python": f"{platform.python_implementation()} {platform.python_version()}, asyncio default event loop",
+        "Python": f"{platform.python_implementation()} {platform.python_version()} (`{sys.executable}`), "
+        f"{event_loop} in every process",
         "redis-server": (redis_v.group(1) if redis_v else "unknown") + ", private, no persistence (`--save ''`)",
         "libraries": ", ".join(f"{k} {v}" for k, v in packages.items()),
         "aiotaskq commit": (commit or "unknown") + changed,
@@ -182,38 +323,54 @@ def machine(systems: list[str], root: Path, load: tuple[float, float]) -> dict[s
 # -- docs/benchmarks.md ------------------------------------------------------------------------
 
 
-def results_block(
-    runs: list[Run],
-    systems: list[str],
-    workloads: list[str],
-    params: dict[str, dict[str, Any]],
-    command: str,
-    info: dict[str, str],
-    reps: int,
-) -> str:
+@dataclass
+class Page:
+    """What a results block says besides the table."""
+
+    loop: str
+    command: str
+    reps: int
+    params: dict[str, dict[str, Any]]
+    info: dict[str, str]
+    images: list[str]
+    minutes: float
+
+
+def results_block(runs: list[Run], systems: list[str], cases: list[str], page: Page) -> str:
+    begin, end = markers(page.loop)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    times = "once" if reps == 1 else f"{reps} times, medians with the range over repetitions in brackets"
-    lines = [BEGIN, "", f"Measured {when} with `{command}` (each workload {times}).", "",
-             table(runs, systems, workloads), ""]  # fmt: skip
+    times = "once" if page.reps == 1 else f"{page.reps} times, medians with the range over repetitions in brackets"
+    lines = [begin, "", f"Measured {when} with `{page.command}` (each case {times}; {page.minutes:.0f} minutes "
+             f"in all), systems alternating within each repetition.", "", table(runs, systems, cases), ""]  # fmt: skip
     lines += ["Sizes and settings of this run:", ""]
-    lines += [f"- **{w}**: " + ", ".join(f"{k}={v}" for k, v in params[w].items()) for w in workloads]
+    lines += [f"- **{c}**: " + ", ".join(f"{k}={v}" for k, v in page.params[c].items()) for c in cases]
+    knobs = [f"- **{s}**: {system_class(s).knobs}" for s in systems]
+    lines += ["", "Settings of each system (anything not named is at its default):", "", *knobs]
     for s in systems:
-        if "drain" in workloads and (b := breakdown(runs, s)):
-            lines += ["", f"Redis commands per job in the drain workload ({s}; Lua's included): {b}."]
+        if "drain" in cases and (b := breakdown(runs, s)):
+            lines += ["", f"Redis commands per job in W1's drain ({s}; Lua's included): {b}."]
+    skipped = sorted({(r.system, r.case, r.skipped) for r in runs if r.skipped})
+    if skipped:
+        lines += ["", "Not run:", ""] + [f"- {s} {c}: {why}" for s, c, why in skipped]
     errors = [r for r in runs if r.error]
     if errors:
         lines += ["", "Failed runs (not in the medians):", ""]
-        lines += [f"- {r.system} {r.workload} repetition {r.rep + 1}: {r.error}" for r in errors]
-    lines += ["", "| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in info.items()]
-    return "\n".join([*lines, "", END])
+        lines += [f"- {r.system} {r.case} repetition {r.rep + 1}: {r.error}" for r in errors]
+    notes = sorted({(r.system, r.case, n) for r in runs for n in r.details.get("notes", [])})
+    if notes:
+        lines += ["", "Notes from the runs:", ""] + [f"- {s} {c}: {n}" for s, c, n in notes]
+    lines += [""] + [f"![{Path(p).stem}]({p})" for p in page.images]
+    lines += ["", "| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in page.info.items()]
+    return "\n".join([*lines, "", end])
 
 
-def write_doc(path: Path, block: str) -> None:
-    """Replace the results block of ``path`` (appended when the page has none)."""
+def write_doc(path: Path, block: str, loop: str) -> None:
+    """Replace the results block of ``loop`` in ``path`` (appended when the page has none)."""
+    begin, end = markers(loop)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(BEGIN), text.find(END)
-    if start >= 0 and end > start:
-        text = text[:start] + block + text[end + len(END) :]
+    start, stop = text.find(begin), text.find(end)
+    if start >= 0 and stop > start:
+        text = text[:start] + block + text[stop + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)

@@ -1,6 +1,6 @@
 """One repetition of one workload on one system, in a fresh process.
 
-``python -m benchmarks.run --system S --workload W --url U --queue Q --params JSON``
+``python -m benchmarks.run --system S --workload W --url U --queue Q --params JSON [--uvloop]``
 
 Prints one JSON line: ``{"metrics": {...}, "details": {...}}``, or ``{"error": "..."}``
 with exit code 1. The caller runs this under a hard timeout.
@@ -9,7 +9,6 @@ with exit code 1. The caller runs this under a hard timeout.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import traceback
@@ -18,26 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from . import workloads
-from .adapter import System, load_system
-from .workloads import Context, Outcome
+from .adapter import System, load_system, run
+from .measure import Context, Outcome
 
 Workload = Callable[..., Awaitable[Outcome]]
 
 WORKLOADS: dict[str, Workload] = {
     "latency": workloads.latency,
     "drain": workloads.drain,
-    "memory": workloads.memory,
     "io": workloads.io,
+    "scale": workloads.scale,
+    "retries": workloads.retries,
 }
 
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def run(system_name: str, workload: str, url: str, queue: str, params: dict[str, Any]) -> Outcome:
-    ctx = Context(system_name, url, queue, ROOT)
-    system: System = load_system(system_name)
-    await system.open(url, queue)
+async def one(ctx: Context, workload: str, params: dict[str, Any]) -> Outcome:
+    system: System = load_system(ctx.system)
+    await system.open(ctx.url, ctx.queue)
     try:
         return await WORKLOADS[workload](ctx, system, **params)
     finally:
@@ -51,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", required=True)
     p.add_argument("--queue", required=True)
     p.add_argument("--params", default="{}", help="keyword arguments of the workload, as JSON")
+    p.add_argument("--uvloop", action="store_true", help="run on a uvloop event loop (the workers too)")
     args = p.parse_args(argv)
+    ctx = Context(args.system, args.url, args.queue, ROOT, args.uvloop)
     try:
-        out = asyncio.run(run(args.system, args.workload, args.url, args.queue, json.loads(args.params)))
+        out = run(one(ctx, args.workload, json.loads(args.params)), uvloop=args.uvloop)
     except Exception as exc:
         traceback.print_exc()
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)

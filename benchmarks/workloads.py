@@ -1,162 +1,84 @@
-"""The workloads. Each runs as the producer of one repetition, in a fresh subprocess,
-and starts the system's worker in a subprocess of its own (``benchmarks.worker``).
+"""The workloads. Each runs as the producer of one repetition, in a fresh subprocess, and
+starts the system's worker processes itself (see ``measure.py``).
 
-Times are ``time.time()`` of the same machine in every process. A run whose jobs do
-not all end as succeeded raises ``BenchError``: its figures are not reported.
+Every run checks its work: the jobs Redis records as succeeded, and the jobs the workers
+ran, must both equal the jobs enqueued, or the run raises ``BenchError`` and its figures
+are not reported.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import statistics
-import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from .adapter import SLEEP_SECONDS, System, TaskName, load_system
+from .measure import (
+    BenchError,
+    Context,
+    Drain,
+    Outcome,
+    Workers,
+    check,
+    drain_queue,
+    memory_used,
+    per_job,
+    percentile,
+    until_finished,
+)
 
-SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
-
-
-class BenchError(Exception):
-    """The run did not do the work it was given (jobs lost, a worker died, ...)."""
-
-
-@dataclass(frozen=True)
-class Context:
-    system: str
-    url: str
-    queue: str
-    root: Path  # the directory holding the ``benchmarks`` package
-
-
-@dataclass
-class Outcome:
-    metrics: dict[str, float]
-    details: dict[str, Any] = field(default_factory=dict)
+CHUNK = 10_000  # jobs per batch-enqueue call (every system with a batch API gets the same)
+LANES = 100  # enqueue calls in flight when a system has no batch API, or for the in-flight rate
 
 
-# -- the worker subprocess ---------------------------------------------------------------------
+# -- enqueueing --------------------------------------------------------------------------------
 
 
-class WorkerProcess:
-    """``python -m benchmarks.worker`` for one system and queue."""
+async def inflight(system: System, task: TaskName, items: list[int], lanes: int = LANES) -> float:
+    """Enqueue ``items`` with plain ``enqueue``, ``lanes`` calls in flight: jobs/s."""
+    numbers = iter(items)
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
+    async def lane() -> None:
+        for i in numbers:
+            await system.enqueue(task, i)
 
-    @classmethod
-    async def start(cls, ctx: Context, *, expect: int, concurrency: int, record: str = "") -> WorkerProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.worker", "--system", ctx.system, "--url", ctx.url,
-            "--queue", ctx.queue, "--expect", str(expect), "--concurrency", str(concurrency), "--record", record,
-            stdout=asyncio.subprocess.PIPE, cwd=ctx.root,
-        )  # fmt: skip
-        worker = cls(proc)
-        try:
-            await worker.next_event("ready")
-        except BaseException:
-            await worker.close()
-            raise
-        return worker
-
-    async def next_event(self, name: str) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        while True:
-            line = await self.proc.stdout.readline()
-            if not line:
-                code = await self.proc.wait()
-                raise BenchError(f"the worker exited with code {code} before {name!r}")
-            try:
-                event: dict[str, Any] = json.loads(line)
-            except ValueError:
-                continue  # not ours: something the system printed
-            if event.get("event") == name:
-                return event
-
-    async def close(self, timeout: float = 30.0) -> None:
-        """Wait for the worker to exit (it does once done); kill it after ``timeout``."""
-        try:
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise BenchError(f"the worker did not exit within {timeout}s of its last job") from None
-        if code != 0:
-            raise BenchError(f"the worker exited with code {code}")
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(lanes):
+            tg.create_task(lane())
+    return len(items) / (time.perf_counter() - t0)
 
 
-# -- Redis-side figures ------------------------------------------------------------------------
+async def batch(system: System, task: TaskName, items: list[int]) -> float:
+    """Enqueue ``items`` with the system's batch API, ``CHUNK`` jobs a call: jobs/s."""
+    t0 = time.perf_counter()
+    for at in range(0, len(items), CHUNK):
+        await system.enqueue_batch(task, items[at : at + CHUNK])
+    return len(items) / (time.perf_counter() - t0)
 
 
-@dataclass(frozen=True)
-class ServerStats:
-    commands: int
-    reads: int
-    calls: dict[str, int]
-
-    @classmethod
-    async def take(cls, r: Redis) -> ServerStats:
-        info = await r.info("all")  # one INFO command: counted, and subtracted below
-        calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_")}
-        return cls(int(info["total_commands_processed"]), int(info["total_reads_processed"]), calls)
-
-    def per_job(self, before: ServerStats, jobs: int) -> tuple[dict[str, float], dict[str, float]]:
-        """Commands (all, also those a Lua script runs), script calls and socket reads per job,
-        without the harness's own INFO; and the per-command breakdown."""
-        delta = {name: n - before.calls.get(name, 0) for name, n in self.calls.items()}
-        delta = {name: n for name, n in delta.items() if n}
-        info = delta.pop("info", 0)
-        metrics = {
-            "cmds_per_job": (self.commands - before.commands - info) / jobs,
-            "script_calls_per_job": sum(delta.get(c, 0) for c in SCRIPT_COMMANDS) / jobs,
-            "reads_per_job": (self.reads - before.reads - info) / jobs,
-        }
-        breakdown = {name: n / jobs for name, n in sorted(delta.items(), key=lambda kv: -kv[1])}
-        return metrics, breakdown
+async def fill(system: System, task: TaskName, items: list[int]) -> float:
+    """Queue ``items`` the fastest way the system offers (its batch API, else 100 calls in flight)."""
+    await system.waiting()  # connected before the clock starts
+    return await (batch if system.has_batch else inflight)(system, task, items)
 
 
-async def used_memory(r: Redis) -> int:
-    return int((await r.info("memory"))["used_memory"])
+async def verify(system: System, drain: Drain, jobs: int) -> None:
+    """Every job ran once and Redis records it as succeeded."""
+    check("jobs ran in the workers", drain.jobs_run, jobs)
+    await check_succeeded(system, jobs)
 
 
-# -- helpers -----------------------------------------------------------------------------------
+async def check_succeeded(system: System, jobs: int) -> None:
+    outcomes = await system.outcomes()
+    if outcomes.get("succeeded", 0) != jobs:
+        raise BenchError(f"Redis records {outcomes} for {jobs} jobs enqueued")
 
 
-async def wait_count(system: System, expect: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while (n := await system.succeeded()) < expect:
-        if time.monotonic() > deadline:
-            raise BenchError(f"only {n} of {expect} jobs succeeded within {timeout}s")
-        await asyncio.sleep(0.005)
-
-
-async def check_succeeded(system: System, expect: int) -> None:
-    n = await system.succeeded()
-    if n != expect:
-        raise BenchError(f"{n} jobs succeeded, {expect} were enqueued")
-
-
-async def check_waiting(system: System, expect: int) -> None:
-    n = await system.waiting()
-    if n != expect:
-        raise BenchError(f"{n} jobs wait for a worker, {expect} were enqueued")
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """The ``p``-th percentile (0-100), linear between closest ranks."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    return statistics.quantiles(sorted_values, n=1000, method="inclusive")[round(p * 10) - 1]
-
-
-# -- latency -----------------------------------------------------------------------------------
+# -- W2 latency --------------------------------------------------------------------------------
 
 
 async def latency(
@@ -164,16 +86,21 @@ async def latency(
 ) -> Outcome:
     """An idle worker; jobs enqueued one at a time ``interval`` apart; enqueue-to-start times."""
     key = f"bench:{ctx.queue}:starts"
-    worker = await WorkerProcess.start(ctx, expect=warmup + jobs, concurrency=concurrency, record=key)
+    group = await Workers.start(ctx, 1, concurrency=concurrency, record=key)
     try:
+        await asyncio.sleep(0.5)  # an idle worker, done with its start-up chores
         for i in range(warmup):
             await system.enqueue("noop", -1 - i)
-        await wait_count(system, warmup, timeout=30)
-        await asyncio.sleep(0.1)  # let the worker go idle again
+        await until_finished(system)
+        await asyncio.sleep(0.5)  # let the worker go idle again (and be done with start-up chores)
         enqueued = await paced_enqueue(system, jobs, interval)
-        await worker.next_event("done")
+        await until_finished(system)
+        (event,) = await group.stop()
     finally:
-        await worker.close()
+        await group.close()
+    if not await_record(event):
+        raise BenchError("the worker did not record its start times")
+    check("jobs ran in the worker", int(event["jobs"]), warmup + jobs)
     await check_succeeded(system, warmup + jobs)
     async with Redis.from_url(ctx.url) as r:
         raw = await r.hgetall(key)
@@ -182,7 +109,12 @@ async def latency(
     return Outcome({
         "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
         "latency_p99_ms": percentile(lat, 99), "latency_max_ms": lat[-1],
-    })  # fmt: skip
+    }, {"notes": group.notes})  # fmt: skip
+
+
+def await_record(event: dict[str, Any]) -> bool:
+    """Whether the worker got through its shutdown (where it records the start times)."""
+    return "last_end" in event
 
 
 async def paced_enqueue(system: System, jobs: int, interval: float) -> dict[int, float]:
@@ -198,86 +130,124 @@ async def paced_enqueue(system: System, jobs: int, interval: float) -> dict[int,
     return enqueued
 
 
-# -- drain and io ------------------------------------------------------------------------------
+# -- W1 throughput -----------------------------------------------------------------------------
 
 
-async def drain(
-    ctx: Context, system: System, *, jobs: int, concurrency: int, inflight: int, task: TaskName = "noop"
-) -> Outcome:
-    """Enqueue rates, then one worker drains ``jobs`` queued jobs: rate, CPU and Redis work per job."""
-    metrics = {"enqueue_rate": await inflight_rate(ctx, task, jobs, inflight)} if inflight else {}
+async def drain(ctx: Context, system: System, *, jobs: int, concurrency: int, inflight: int) -> Outcome:
+    """Enqueue rates (100 calls in flight; the batch API where there is one), then one worker
+    process drains ``jobs`` queued no-op jobs: rate, CPU and Redis work per job."""
+    metrics: dict[str, float] = {}
     await system.waiting()  # connected before the clock starts
-    t0 = time.perf_counter()
-    await system.enqueue_batch(task, list(range(jobs)))
-    metrics["enqueue_batch_rate"] = jobs / (time.perf_counter() - t0)
-    await check_waiting(system, jobs)
-    done, redis_metrics, breakdown = await run_worker(ctx, jobs, concurrency)
-    await check_succeeded(system, jobs)
-    seconds = done["recorded_at"] - done["first_start"]
-    metrics |= {"drain_rate": jobs / seconds, "drain_s": seconds, "cpu_us_per_job": done["cpu_s"] / jobs * 1e6}
+    if system.has_batch:
+        metrics["enqueue_rate"] = await inflight_rate(ctx, jobs, inflight)
+        metrics["enqueue_batch_rate"] = await batch(system, "noop", list(range(jobs)))
+    else:
+        metrics["enqueue_rate"] = await inflight_on(system, jobs, inflight)
+    metrics["enqueue_best_rate"] = max(metrics.values())
+    check("jobs waiting", await system.waiting(), jobs)
+    d = await drain_queue(ctx, system, workers=1, concurrency=concurrency)
+    await verify(system, d, jobs)
+    redis_metrics, breakdown = per_job(d.redis, jobs)
+    metrics |= {"drain_rate": jobs / d.seconds, "drain_s": d.seconds, "cpu_us_per_job": d.cpu_s / jobs * 1e6}
     metrics |= redis_metrics
-    return Outcome(metrics, {"commands_per_job": breakdown, "worker": done})
+    return Outcome(metrics, {"commands_per_job": breakdown, "workers": d.events, "notes": d.notes})
 
 
-async def io(ctx: Context, system: System, *, jobs: int, concurrency: int) -> Outcome:
-    """``jobs`` jobs that each sleep 10 ms, drained at ``concurrency``: the time against the ideal."""
-    await system.enqueue_batch("sleep", list(range(jobs)))
-    await check_waiting(system, jobs)
-    done, _, _ = await run_worker(ctx, jobs, concurrency)
-    await check_succeeded(system, jobs)
-    seconds = done["recorded_at"] - done["first_start"]
-    ideal = math.ceil(jobs / concurrency) * SLEEP_SECONDS
-    return Outcome({"io_drain_s": seconds, "io_ideal_s": ideal, "io_over_ideal_pct": (seconds / ideal - 1) * 100})
+async def inflight_on(system: System, jobs: int, lanes: int) -> float:
+    return await inflight(system, "noop", list(range(jobs)), lanes)
 
 
-async def run_worker(
-    ctx: Context, jobs: int, concurrency: int
-) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
-    """Start a worker on queued jobs and wait until Redis records them all as succeeded."""
-    async with Redis.from_url(ctx.url) as r:
-        before = await ServerStats.take(r)
-        worker = await WorkerProcess.start(ctx, expect=jobs, concurrency=concurrency)
-        try:
-            done = await worker.next_event("done")
-            after = await ServerStats.take(r)
-        finally:
-            await worker.close()
-    metrics, breakdown = after.per_job(before, jobs)
-    return done, metrics, breakdown
-
-
-async def inflight_rate(ctx: Context, task: TaskName, jobs: int, inflight: int) -> float:
-    """Plain ``enqueue`` with ``inflight`` calls at once, on a queue of its own: jobs/s."""
+async def inflight_rate(ctx: Context, jobs: int, lanes: int) -> float:
+    """Plain ``enqueue`` with ``lanes`` calls in flight, on a queue of its own: jobs/s."""
     side = load_system(ctx.system)
     await side.open(ctx.url, ctx.queue + "-plain")
     try:
-        await side.enqueue(task, -1)  # connected, scripts loaded
-        numbers = iter(range(jobs))
-
-        async def lane() -> None:
-            for i in numbers:
-                await side.enqueue(task, i)
-
-        t0 = time.perf_counter()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(inflight):
-                tg.create_task(lane())
-        rate = jobs / (time.perf_counter() - t0)
-        await check_waiting(side, jobs + 1)
+        await side.enqueue("noop", -1)  # connected, scripts loaded
+        rate = await inflight(side, "noop", list(range(jobs)), lanes)
+        check("jobs waiting on the side queue", await side.waiting(), jobs + 1)
         return rate
     finally:
         await side.close()
 
 
-# -- memory ------------------------------------------------------------------------------------
+# -- W3 I/O-bound ------------------------------------------------------------------------------
 
 
-async def memory(ctx: Context, system: System, *, jobs: int) -> Outcome:
-    """Redis ``used_memory`` grown per queued job, no worker running."""
-    await system.enqueue_batch("noop", [-1])  # the queue's keys exist, the scripts are loaded
+async def io(ctx: Context, system: System, *, jobs: int, concurrency: int) -> Outcome:
+    """``jobs`` jobs that each sleep 10 ms, drained at ``concurrency``: the time against the ideal."""
+    await fill(system, "sleep", list(range(jobs)))
+    check("jobs waiting", await system.waiting(), jobs)
+    d = await drain_queue(ctx, system, workers=1, concurrency=concurrency)
+    await verify(system, d, jobs)
+    ideal = math.ceil(jobs / concurrency) * SLEEP_SECONDS
+    return Outcome(
+        {"io_drain_s": d.seconds, "io_ideal_s": ideal, "io_over_ideal_pct": (d.seconds / ideal - 1) * 100},
+        {"notes": d.notes},
+    )
+
+
+# -- W4 scale ----------------------------------------------------------------------------------
+
+
+async def scale(ctx: Context, system: System, *, jobs: int, workers: int, concurrency: int, measure: int) -> Outcome:
+    """``jobs`` no-op jobs waiting: Redis memory per queued job, then the drain rate of
+    ``workers`` worker processes over the first ``measure`` jobs (all of them when fewer).
+
+    A partial drain is checked for conservation instead: after the workers stopped, the jobs
+    Redis records as succeeded plus those still unfinished must make up every job enqueued.
+    """
+    total = jobs + 1
+    await fill(system, "noop", [-1])  # the queue's keys exist, scripts loaded, connected
     async with Redis.from_url(ctx.url) as r:
-        before = await used_memory(r)
-        await system.enqueue_batch("noop", list(range(jobs)))
-        after = await used_memory(r)
-    await check_waiting(system, jobs + 1)
-    return Outcome({"memory_bytes_per_job": (after - before) / jobs}, {"used_memory_delta": after - before})
+        before = await memory_used(r)
+        rate = await fill(system, "noop", list(range(jobs)))
+        after = await memory_used(r)
+    check("jobs waiting", await system.waiting(), total)
+    d = await drain_queue(ctx, system, workers=workers, concurrency=concurrency, left=max(total - measure, 0))
+    ended = total - d.unfinished
+    if d.unfinished == 0:
+        await verify(system, d, total)
+    else:
+        await conserved(system, d, total)
+    return Outcome(
+        {"fill_rate": rate, "memory_bytes_per_job": (after - before) / jobs, "drain_rate": ended / d.seconds,
+         "drain_s": d.seconds, "cpu_us_per_job": d.cpu_s / ended * 1e6,
+         "redis_cpu_us_per_job": d.redis["*cpu"] / ended * 1e6},
+        {"used_memory_delta": after - before, "measured_jobs": ended, "workers": d.events, "notes": d.notes},
+    )  # fmt: skip
+
+
+async def conserved(system: System, d: Drain, total: int) -> None:
+    """After a partial drain: no job lost. What the systems' shutdowns do to the jobs they
+    held (put back, recorded as failed, run again later) is noted, not failed."""
+    outcomes = {k: v for k, v in (await system.outcomes()).items()
+                if k != "other queues" and not k.startswith("not ended")}  # fmt: skip
+    unfinished = await system.unfinished()
+    recorded = sum(outcomes.values())
+    if recorded + unfinished < total:
+        raise BenchError(f"{total - recorded - unfinished} jobs lost: Redis records {outcomes} and {unfinished} "
+                         f"unfinished for {total} enqueued")  # fmt: skip
+    done = outcomes.get("succeeded", 0)
+    if d.jobs_run < done:
+        raise BenchError(f"Redis records {done} jobs as succeeded, the workers ran {d.jobs_run}")
+    if recorded + unfinished > total:
+        d.notes.append(f"after the workers stopped, {recorded + unfinished - total} jobs were both recorded "
+                       f"as ended and still unfinished")  # fmt: skip
+    if recorded > done:
+        others = {k: v for k, v in outcomes.items() if k != "succeeded"}
+        d.notes.append(f"the workers' shutdown left jobs recorded as {others}")
+    if d.jobs_run > done:
+        d.notes.append(f"{d.jobs_run - done} jobs ran while the workers shut down but did not end as succeeded")
+
+
+# -- W5 retries --------------------------------------------------------------------------------
+
+
+async def retries(ctx: Context, system: System, *, jobs: int, concurrency: int) -> Outcome:
+    """``jobs`` jobs that fail once and then succeed, drained by one worker: the time it takes."""
+    await fill(system, "flaky", list(range(jobs)))
+    check("jobs waiting", await system.waiting(), jobs)
+    d = await drain_queue(ctx, system, workers=1, concurrency=concurrency)
+    check("attempts that failed on purpose", d.failed_on_purpose, jobs)
+    await verify(system, d, jobs)
+    return Outcome({"retry_drain_s": d.seconds, "retry_rate": jobs / d.seconds}, {"notes": d.notes})
