@@ -89,7 +89,7 @@ class Executor:
         """The attempt raised ``exc`` (called while handling it): retry or fail."""
         known = self.tasks.get(job.task)
         backoff = known.backoff(job.attempt) if known is not None else None
-        return self._fail(job, _describe(exc) + note, traceback.format_exc(), backoff)
+        return self._fail(job, _describe(exc) + note, _format_traceback(exc), backoff)
 
     def _task(self, job: Claimed) -> Task[Any, Any]:
         task = self.tasks.get(job.task)
@@ -161,6 +161,18 @@ def _cancelled_from_outside() -> bool:
     except RuntimeError:  # not on asyncio (trio): a Cancelled is always real
         return True
     return task is None or task.cancelling() > 0
+
+
+def _format_traceback(exc: BaseException) -> str:
+    """The traceback as Python prints it, less the ``^^^^`` markers: Python 3.11 parses
+    each frame's source to place them, which cost the pool half its time on failing jobs."""
+    lines = ["Traceback (most recent call last):\n"]
+    for frame in traceback.extract_tb(exc.__traceback__):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n')
+        if frame.line:
+            lines.append(f"    {frame.line.strip()}\n")
+    lines.extend(traceback.format_exception_only(exc))
+    return "".join(lines)
 
 
 def _utf8(text: str) -> str:
