@@ -40,7 +40,6 @@ class Keys:
         "stats",
         "succeeded",
         "tasks",
-        "wake",
     )
 
     def __init__(self, queue: str) -> None:
@@ -49,14 +48,13 @@ class Keys:
         self.scheduled = p + "scheduled"  # zset: due time ms -> id
         self.queued = p + "queued"  # zset: priority/FIFO score -> id
         self.seq = p + "seq"  # string: FIFO counter
-        self.idle = p + "idle"  # set: pools waiting for work
+        self.idle = p + "idle"  # zset: idle pool id -> free slots it registered (see claim.lua)
         self.pools = p + "pools"  # zset: pool id -> last heartbeat ms
         self.succeeded = p + "succeeded"  # zsets: end time ms -> id
         self.failed = p + "failed"
         self.cancelled = p + "cancelled"
         self.stats = p + "stats"  # hash: counters
         self.tasks = p + "tasks"  # hash: task name -> default max retries (written by pools)
-        self.wake = p + "wake"  # channel: work arrived for idle pools
         self.abort = p + "abort"  # channel: job id whose running attempt must stop
         self.schedules = p + "schedules"  # hash: schedule key -> spec (msgpack)
         self.schedules_next = p + "schedules:next"  # zset: schedule key -> next run ms
@@ -70,6 +68,10 @@ class Keys:
     def pool(self, pool_id: str) -> str:
         """Set of the job ids a pool holds."""
         return f"{self.prefix}pool:{pool_id}"
+
+    def inbox(self, pool_id: str) -> str:
+        """List of the jobs handed to an idle pool (records), and empty wake-up entries."""
+        return f"{self.prefix}inbox:{pool_id}"
 
     def pool_info(self, pool_id: str) -> str:
         """String (JSON) describing a live pool, expiring with its heartbeat."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,14 +10,13 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from redis.exceptions import RedisError
 
 from ._executor import Claimed, Executor
 from ._finisher import Finisher
-from .job import _Wakeup
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ class QueueRunner:
         self.executor = Executor(queue.tasks, queue.scripts, queue._keep_ms(None))
         self.finisher = Finisher(queue.scripts)
         self.running: dict[str, Claimed] = {}
-        self.wakeup = _Wakeup()
         self.started = time.time()
         self._next_reconcile = 0.0
         self._reregistering = anyio.Lock()
@@ -122,9 +121,6 @@ class QueueRunner:
 
     # -- pub/sub -------------------------------------------------------------------------------
 
-    def on_wake(self, data: bytes | None) -> None:
-        self.wakeup(data)
-
     def on_abort(self, data: bytes | None) -> None:
         if data is None:  # reconnected: the next heartbeat catches up on missed aborts
             return
@@ -138,19 +134,30 @@ class QueueRunner:
         k = self.queue.keys
 
         async def once() -> None:
-            await listener.subscribe(k.wake, self.on_wake)
             await listener.subscribe(k.abort, self.on_abort)
 
         await retrying(once, f"subscribing to queue {self.queue.name!r}")
 
     async def unsubscribe(self) -> None:
         listener = self.queue._listener_for_waiters()
-        await listener.unsubscribe(self.queue.keys.wake, self.on_wake)
         await listener.unsubscribe(self.queue.keys.abort, self.on_abort)
 
     # -- claiming ------------------------------------------------------------------------------
 
     async def claim_loop(self) -> None:
+        """Claim while there are free slots; when the queue runs dry, block on this
+        pool's inbox (see claim.lua) until a job is handed over or a wake-up comes.
+        When it stops, jobs handed over but not started go back to the queue."""
+        try:
+            await self._claim_loop()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await self.reconcile(leaving=True)
+                except (RedisError, OSError) as exc:
+                    log.warning("could not give back jobs handed to pool %s: %s", self.pool_id, exc)
+
+    async def _claim_loop(self) -> None:
         pool = self.pool
         delay = 0.05
         while True:
@@ -162,47 +169,84 @@ class QueueRunner:
                     await self.reconcile()
                 with anyio.CancelScope(shield=True):
                     out = await self.queue.scripts.claim(pool_id, want)
-                    jobs = self._start(out, pool_id)
+                    got = await self._start_claimed(out, pool_id)
+                if int(out[0]) == -1:
+                    await self.declared_dead(pool_id)
+                    continue
+                if got < want:
+                    next_due_ms = int(out[1])
+                    wait = pool.poll_interval if next_due_ms < 0 else min(pool.poll_interval, next_due_ms / 1000)
+                    await self._wait_inbox(pool_id, wait, alarm=next_due_ms >= 0)
             except (RedisError, OSError) as exc:
                 log.warning("claim on queue %r failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.05
-            if int(out[0]) == -1:
-                await self.declared_dead(pool_id)
-                continue
-            if jobs == want:
-                continue
-            next_due_ms = int(out[1])
-            wait = pool.poll_interval if next_due_ms < 0 else min(pool.poll_interval, next_due_ms / 1000)
-            await self.wakeup.wait(wait)
 
-    async def reconcile(self) -> None:
+    async def _wait_inbox(self, pool_id: str, wait: float, *, alarm: bool) -> None:
+        """Block on the inbox for up to ``wait`` seconds; start a job handed over.
+
+        Redis times out blocking pops only on its 100 ms clock tick, so a job due
+        sooner is waited for here: at its due time an empty entry is pushed to the
+        inbox, which ends the pop."""
+        if wait <= 0:
+            return
+        q = self.queue
+        inbox = q.keys.inbox(pool_id)
+        if not alarm or wait >= self._block_cap:
+            reply = await q.redis.blpop([inbox], timeout=min(wait, self._block_cap))
+        else:
+            failed: Exception | None = None  # raised outside the task group, not in an ExceptionGroup
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_push_after, q, inbox, wait)
+                try:
+                    reply = await q.redis.blpop([inbox], timeout=self._block_cap)
+                except (RedisError, OSError) as exc:
+                    failed = exc
+                tg.cancel_scope.cancel()
+            if failed is not None:
+                raise failed
+        rec = cast(bytes, reply[1]) if reply is not None else b""
+        if rec:  # b"": a wake-up entry
+            with anyio.CancelScope(shield=True):
+                await self._start_jobs([_record_fields(rec)], pool_id, handed=True)
+
+    @property
+    def _block_cap(self) -> float:
+        """Longest blocking pop: shorter than the client's socket timeout, which would
+        otherwise take a quiet inbox for a dead connection."""
+        timeout = self.queue.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        return 4.0 if not timeout else max(0.1, min(4.0, float(timeout) - 1.0))
+
+    async def reconcile(self, *, leaving: bool = False) -> None:
         """Give back jobs Redis says this pool holds but the pool never started: a
-        claim whose reply was lost with the connection. Runs between claims, so no
+        claim or inbox reply lost with the connection; with ``leaving``, also the jobs
+        waiting in the inbox (the pool stops claiming). Runs between claims, so no
         claim of this runner is in flight; a job that ended meanwhile is fenced off."""
         self._next_reconcile = time.monotonic() + self.pool.heartbeat_interval
-        q, pool_id = self.queue, self.pool_id
-        held: set[bytes] = await q.redis.smembers(q.keys.pool(pool_id))  # type: ignore[assignment]
-        orphans = [m.decode() for m in held]
-        orphans = [i for i in orphans if i not in self.running and i not in self.finisher.pending_ids]
-        if not orphans:
-            return
-        pipe = q.redis.pipeline(transaction=False)
-        for job_id in orphans:
-            pipe.hget(q.keys.job(job_id), "attempts")
-        attempts = await pipe.execute()
-        calls = [q.scripts.requeue(i, pool_id, int(a or 0)) for i, a in zip(orphans, attempts, strict=True)]
-        given_back = sum(1 for r in await q.scripts.run_many(calls) if r == 1)
-        if given_back:
-            log.warning("queue %r: gave back %d job(s) claimed by a call whose reply was lost", q.name, given_back)
+        known = [*self.running, *self.finisher.pending_ids]
+        given_back = await self.queue.scripts.reconcile(self.pool_id, known, leaving=leaving)
+        if given_back and not leaving:
+            log.warning("queue %r: gave back %d job(s) claimed by a call whose reply was lost", self.queue.name,
+                        given_back)  # fmt: skip
+        elif given_back:
+            log.info("queue %r: gave back %d job(s) handed to this pool but not started", self.queue.name, given_back)
 
-    def _start(self, out: list[Any], pool_id: str) -> int:
-        body = out[2:]
-        n = len(body) // _FIELDS
-        for i in range(0, n * _FIELDS, _FIELDS):
-            job_id, task, payload, attempts, retries, timeout = body[i : i + _FIELDS]
+    async def _start_claimed(self, out: list[Any], pool_id: str) -> int:
+        """Start what a claim returned: records from the inbox, then claimed jobs."""
+        handed = int(out[2])
+        body = out[3 + handed :]
+        claimed = [body[i : i + _FIELDS] for i in range(0, len(body) - _FIELDS + 1, _FIELDS)]
+        await self._start_jobs([_record_fields(r) for r in out[3 : 3 + handed]], pool_id, handed=True)
+        await self._start_jobs(claimed, pool_id, handed=False)
+        return handed + len(claimed)
+
+    async def _start_jobs(self, rows: list[list[bytes]], pool_id: str, *, handed: bool) -> None:
+        """Start claimed jobs. A job handed over when no slot is free (a pool on several
+        queues registers its free slots on each) goes back to the queue, uncharged."""
+        no_room = []
+        for job_id, task, payload, attempts, retries, timeout in rows:
             job = Claimed(
                 id=job_id.decode(),
                 task=task.decode("utf-8", "replace"),
@@ -212,12 +256,37 @@ class QueueRunner:
                 timeout=_number(timeout, float) or self._task_timeout(task),
                 pool_id=pool_id,
             )
-            self.pool.start_job(self, job)
-        return n
+            if handed and self.pool.slots.free <= 0:
+                no_room.append(job)
+            else:
+                self.pool.start_job(self, job)
+        if no_room:
+            scripts = self.queue.scripts
+            await scripts.run_many([scripts.requeue(j.id, j.pool_id, j.attempt) for j in no_room])
 
     def _task_timeout(self, task: bytes) -> float | None:
         t = self.queue.tasks.get(task.decode("utf-8", "replace"))
         return t.timeout if t is not None else None
+
+
+def _record_fields(rec: bytes) -> list[bytes]:
+    """The fields of a job record from an inbox: each one is <length>:<bytes> (see _lib.lua)."""
+    fields = []
+    i = 0
+    while i < len(rec):
+        colon = rec.index(b":", i)
+        end = colon + 1 + int(rec[i:colon])
+        fields.append(rec[colon + 1 : end])
+        i = end
+    if len(fields) != _FIELDS:
+        raise ValueError(f"malformed job record in an inbox: {rec[:80]!r}")
+    return fields
+
+
+async def _push_after(queue: Queue, inbox: str, delay: float) -> None:
+    await anyio.sleep(delay)
+    with contextlib.suppress(RedisError, OSError):  # the pop fails on the same outage; the loop retries
+        await queue.redis.rpush(inbox, "")
 
 
 def _number(raw: bytes | None, kind: type[int] | type[float]) -> Any:

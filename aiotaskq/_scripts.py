@@ -128,7 +128,7 @@ class Scripts:
                 "" if timeout is None else repr(timeout),
                 _ms(delay),
                 "" if at_ms is None else at_ms,
-                k.wake,
+                k.prefix,
             ],
         )
 
@@ -148,15 +148,13 @@ class Scripts:
             await self._call(
                 "reschedule",
                 [k.job(job_id), k.scheduled, k.queued, k.failed, k.cancelled, k.idle],
-                [job_id, _ms(delay), "" if at_ms is None else at_ms, k.wake],
+                [job_id, _ms(delay), "" if at_ms is None else at_ms, k.prefix],
             )
         )
 
     async def requeue_failed(self, ids: list[str], batch: int) -> int:
         k = self.keys
-        return int(
-            await self._call("requeue_failed", [k.failed, k.queued, k.seq, k.idle], [k.prefix, k.wake, batch, *ids])
-        )
+        return int(await self._call("requeue_failed", [k.failed, k.queued, k.seq, k.idle], [k.prefix, batch, *ids]))
 
     async def purge(self, status: str, zset: str, batch: int) -> tuple[int, int]:
         taken, deleted = await self._call("purge", [zset], [self.keys.prefix, status, batch])
@@ -215,7 +213,7 @@ class Scripts:
             [k.job(job_id), k.scheduled, k.queued, k.seq, k.idle, k.stats, k.succeeded, k.failed, k.cancelled,
              k.schedules, k.schedules_next, k.schedules_last],
             [key, seen_ms, spec, "" if fire_ms is None else fire_ms, "" if next_ms is None else next_ms,
-             job_id, task, payload, priority, k.wake],
+             job_id, task, payload, priority, k.prefix],
         )  # fmt: skip
 
     # -- pool side -----------------------------------------------------------------------------
@@ -225,8 +223,19 @@ class Scripts:
         return list(
             await self._call(
                 "claim",
-                [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.seq, k.idle, k.tasks],
+                [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.seq, k.idle, k.inbox(pool_id)],
                 [pool_id, want, k.prefix],
+            )
+        )
+
+    async def reconcile(self, pool_id: str, known: list[str], *, leaving: bool) -> int:
+        """Give back, uncharged, the jobs this pool holds but never started. Returns how many."""
+        k = self.keys
+        return int(
+            await self._call(
+                "reconcile",
+                [k.pool(pool_id), k.inbox(pool_id), k.queued, k.idle],
+                [k.prefix, pool_id, "1" if leaving else "0", *known],
             )
         )
 
@@ -245,7 +254,7 @@ class Scripts:
         return Call(
             "fail",
             [k.job(job_id), k.pool(pool_id), k.scheduled, k.failed, k.stats, k.idle],
-            [job_id, pool_id, attempt, error, tb, retry_ms, k.done(job_id), k.wake],
+            [job_id, pool_id, attempt, error, tb, retry_ms, k.done(job_id), k.prefix],
         )
 
     def settle(self, outcomes: list[Outcome]) -> Call:
@@ -254,12 +263,12 @@ class Scripts:
         k = self.keys
         meta = _encoder.encode([(o.kind, o.id, o.pool_id, o.attempt, o.tb, o.n) for o in outcomes])
         return Call("settle", [k.scheduled, k.queued, k.succeeded, k.failed, k.cancelled, k.stats, k.idle],
-                    [k.prefix, k.wake, meta, *(o.data for o in outcomes)])  # fmt: skip
+                    [k.prefix, meta, *(o.data for o in outcomes)])  # fmt: skip
 
     def requeue(self, job_id: str, pool_id: str, attempt: int) -> Call:
         """Give back an attempt cut short by shutdown. Returns 1, or -1 when fenced out."""
         k = self.keys
-        return Call("requeue", [k.job(job_id), k.pool(pool_id), k.queued, k.idle], [job_id, pool_id, attempt, k.wake])
+        return Call("requeue", [k.job(job_id), k.pool(pool_id), k.queued, k.idle], [job_id, pool_id, attempt, k.prefix])
 
     async def heartbeat(self, pool_id: str, *, register: bool, info: str, ttl_ms: int) -> list[Any]:
         k = self.keys
@@ -273,13 +282,17 @@ class Scripts:
 
     async def leave(self, pool_id: str) -> int:
         k = self.keys
-        return int(await self._call("leave", [k.pools, k.pool_info(pool_id), k.pool(pool_id), k.idle], [pool_id]))
+        return int(
+            await self._call(
+                "leave", [k.pools, k.pool_info(pool_id), k.pool(pool_id), k.idle, k.inbox(pool_id)], [pool_id]
+            )
+        )
 
     async def reap(self, stale_ms: int, keep_ms: int, own_pool_id: str) -> list[int]:
         k = self.keys
         out = await self._call(
             "reap",
             [k.pools, k.queued, k.failed, k.cancelled, k.seq, k.stats, k.idle],
-            [k.prefix, stale_ms, keep_ms, k.wake, own_pool_id],
+            [k.prefix, stale_ms, keep_ms, own_pool_id],
         )
         return [int(x) for x in out]

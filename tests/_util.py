@@ -51,7 +51,7 @@ async def wait_idle(pool: Pool, timeout: float = 5.0) -> None:
     async def parked() -> bool:
         for runner in pool.runners:
             q = runner.queue
-            if not await q.redis.sismember(q.keys.idle, runner.pool_id):
+            if await q.redis.zscore(q.keys.idle, runner.pool_id) is None:
                 return False
         return True
 

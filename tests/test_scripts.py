@@ -28,8 +28,8 @@ async def register(q: Queue, pool_id: str) -> None:
 
 async def claim_one(q: Queue, pool_id: str) -> tuple[str, int]:
     out = await q.scripts.claim(pool_id, 1)
-    assert out[0] == 0 and len(out) == 8, out
-    return out[2].decode(), int(out[5])
+    assert out[0] == 0 and out[2] == 0 and len(out) == 9, out
+    return out[3].decode(), int(out[6])
 
 
 async def job(q: Queue, job_id: str) -> dict[str, bytes]:
@@ -70,14 +70,14 @@ async def test_claim_marks_the_job_active_in_the_same_call(queue: Queue) -> None
     await enqueue(queue, "j")
     await register(queue, "P")
     out = await queue.scripts.claim("P", 5)
-    assert out[0] == 0 and out[1] == -1  # nothing scheduled
-    assert out[2:] == [b"j", b"t", PAYLOAD, 1, b"1", b""]  # id, task, payload, attempt, retries, timeout
+    assert out[0] == 0 and out[1] == -1 and out[2] == 0  # nothing scheduled, nothing handed over
+    assert out[3:] == [b"j", b"t", PAYLOAD, b"1", b"1", b""]  # id, task, payload, attempt, retries, timeout
     h = await job(queue, "j")
     assert h["status"] == b"active" and h["pool"] == b"P" and h["attempts"] == b"1"
     assert abs(int(h["start_at"]) - await redis_ms(queue)) < 1000
     assert await queue.redis.smembers(k.pool("P")) == {b"j"}
     assert await queue.redis.zcard(k.queued) == 0
-    assert await queue.redis.sismember(k.idle, "P")  # wanted 5, got 1: idle
+    assert await queue.redis.zscore(k.idle, "P") == 4  # wanted 5, got 1: idle with 4 free slots
 
 
 async def test_claim_by_priority_then_fifo(queue: Queue) -> None:
@@ -85,7 +85,7 @@ async def test_claim_by_priority_then_fifo(queue: Queue) -> None:
         await enqueue(queue, job_id, priority=prio)
     await register(queue, "P")
     out = await queue.scripts.claim("P", 10)
-    assert [out[i].decode() for i in range(2, len(out), 6)] == ["high", "a", "b", "low"]
+    assert [out[i].decode() for i in range(3, len(out), 6)] == ["high", "a", "b", "low"]
 
 
 async def test_claim_promotes_due_jobs_and_reports_the_next_due_time(queue: Queue) -> None:
@@ -94,9 +94,9 @@ async def test_claim_promotes_due_jobs_and_reports_the_next_due_time(queue: Queu
     await enqueue(queue, "later", delay=60)
     await enqueue(queue, "soon", delay=30)
     out = await queue.scripts.claim("P", 1)
-    assert out[0] == 0 and len(out) == 2
+    assert out[0] == 0 and len(out) == 3
     assert 29_000 <= out[1] <= 30_000  # ms until "soon" is due
-    assert await queue.redis.sismember(k.idle, "P")
+    assert await queue.redis.zscore(k.idle, "P") == 1
     await queue.redis.zadd(k.scheduled, {"soon": await redis_ms(queue) - 1})  # as if 30 s went by
     assert await claim_one(queue, "P") == ("soon", 1)
     assert (await job(queue, "soon"))["status"] == b"active"
@@ -105,7 +105,7 @@ async def test_claim_promotes_due_jobs_and_reports_the_next_due_time(queue: Queu
 
 async def test_claim_from_an_unregistered_pool_is_refused(queue: Queue) -> None:
     await enqueue(queue, "j")
-    assert await queue.scripts.claim("ghost", 1) == [-1, -1]
+    assert await queue.scripts.claim("ghost", 1) == [-1, -1, 0]
     assert (await job(queue, "j"))["status"] == b"queued"
     assert await queue.redis.zcard(queue.keys.queued) == 1
     assert not await queue.redis.exists(queue.keys.pool("ghost"))
@@ -204,7 +204,7 @@ async def test_reap_requeues_the_jobs_of_a_stale_pool_and_charges_the_attempt(qu
     # The dead pool comes back: its outcome is fenced out, its heartbeat and claims refused.
     assert await s.run(s.finish("j", "dead", attempt, "succeeded", b"", KEEP_MS)) == -1
     assert await s.heartbeat("dead", register=False, info="{}", ttl_ms=1000) == [0]
-    assert await s.claim("dead", 1) == [-1, -1]
+    assert await s.claim("dead", 1) == [-1, -1, 0]
     assert (await job(queue, "j"))["pool"] == b"live"
 
 
@@ -278,7 +278,7 @@ async def test_leave_refuses_while_the_pool_holds_jobs(queue: Queue) -> None:
     assert await s.leave("P") == 1
     assert await queue.redis.zscore(k.pools, "P") is None
     assert not await queue.redis.exists(k.pool_info("P"))
-    assert not await queue.redis.sismember(k.idle, "P")
+    assert await queue.redis.zscore(k.idle, "P") is None
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])

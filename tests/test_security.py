@@ -64,6 +64,7 @@ CLIENT_COMMANDS = {
     "hset",  # a pool publishes its tasks' default retries
     "zrange", "zrevrange", "smembers",  # Queue.job_ids
     "subscribe", "unsubscribe",  # the pub/sub listener
+    "blpop", "rpush",  # an idle pool blocks on its inbox; a local timer ends the pop for a due job
     "get", "time",  # aiotaskq info
     "ping",  # redis-py's health check
     "multi", "exec",  # Queue.schedules reads its three keys consistently

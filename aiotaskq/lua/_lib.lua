@@ -20,12 +20,69 @@ local function queue_score(prio, seq)
   return int((PMAX - (tonumber(prio) or 0)) * SEQ_SPAN + (seq % SEQ_SPAN))
 end
 
--- Wake every pool that said it was idle (see claim.lua), at most once.
-local function wake(idle_key, channel)
-  if redis.call('SCARD', idle_key) > 0 then
+-- Keys of one pool, built from the queue's prefix (they share its hash tag).
+local function pool_key(prefix, pool_id)
+  return prefix .. 'pool:' .. pool_id
+end
+local function inbox_key(prefix, pool_id)
+  return prefix .. 'inbox:' .. pool_id
+end
+
+-- Wake every idle pool (see claim.lua) once: an empty entry in its inbox makes it
+-- claim again. The pools leave the idle zset; their next claim puts them back.
+local function wake(idle_key, prefix)
+  local pools = redis.call('ZRANGE', idle_key, 0, -1)
+  if #pools > 0 then
+    for _, p in ipairs(pools) do
+      redis.call('RPUSH', inbox_key(prefix, p), '')
+    end
     redis.call('DEL', idle_key)
-    redis.call('PUBLISH', channel, '')
   end
+end
+
+-- A claimed job as one string, for a pool's inbox: each field as <length>:<bytes>
+-- (id, task, payload, attempt, max retries, timeout).
+local function record(fields)
+  local parts = {}
+  for i, v in ipairs(fields) do
+    parts[i] = #v .. ':' .. v
+  end
+  return table.concat(parts)
+end
+
+-- The id at the head of a record.
+local function record_id(rec)
+  local len = rec:match('^(%d+):')
+  return rec:sub(#len + 2, #len + 1 + tonumber(len))
+end
+
+-- queued -> active under pool_id (claim.lua, and enqueue_job's hand-off). f holds the
+-- job's task, payload, retries and timeout; retries not set on the job come from the
+-- defaults pools registered in the tasks hash. Returns the claimed job's fields.
+local function activate(prefix, job_key, id, pool_id, now, f)
+  local retries = f[3]
+  if not retries or retries == '' then
+    retries = redis.call('HGET', prefix .. 'tasks', f[1]) or '0'
+    redis.call('HSET', job_key, 'retries', retries)
+  end
+  local attempts = redis.call('HINCRBY', job_key, 'attempts', 1)
+  redis.call('HSET', job_key, 'status', 'active', 'pool', pool_id, 'start_at', int(now))
+  redis.call('SADD', pool_key(prefix, pool_id), id)
+  return {id, f[1], f[2], tostring(attempts), retries, f[4] or ''}
+end
+
+-- The idle pool with the most free slots, taking one of them; nil when none is idle.
+local function take_idle_slot(idle_key)
+  local top = redis.call('ZREVRANGE', idle_key, 0, 0, 'WITHSCORES')
+  if not top[1] then
+    return nil
+  end
+  if tonumber(top[2]) <= 1 then
+    redis.call('ZREM', idle_key, top[1])
+  else
+    redis.call('ZINCRBY', idle_key, -1, top[1])
+  end
+  return top[1]
 end
 
 -- Move a job to an end state: recorded in its zset, expired after keep_ms
@@ -52,7 +109,10 @@ end
 -- scheduled, queued, seq, idle, stats, succeeded, failed, cancelled); the other arguments
 -- are enqueue.lua's ARGV[1..9]. Returns 1 when written, 0 when a job with this id is
 -- scheduled, queued or active.
-local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_ms, at_ms, wake_channel)
+-- A job due now goes straight to an idle pool when there is one (the hand-off: active
+-- under that pool, its record pushed to the pool's inbox, on which the pool blocks),
+-- so it starts one round trip after it was sent; otherwise it waits in `queued`.
+local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_ms, at_ms, prefix)
   local job_key = k[1]
   local status = redis.call('HGET', job_key, 'status')
   if status == 'scheduled' or status == 'queued' or status == 'active' then
@@ -73,12 +133,16 @@ local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_m
     due = now + tonumber(delay_ms)
   end
 
+  local pool_id
   if due > now then
     status = 'scheduled'
     redis.call('ZADD', k[2], int(due), id)
   else
+    pool_id = take_idle_slot(k[5])
     status = 'queued'
-    redis.call('ZADD', k[3], queue_score(prio, redis.call('INCR', k[4])), id)
+    if not pool_id then
+      redis.call('ZADD', k[3], queue_score(prio, redis.call('INCR', k[4])), id)
+    end
   end
   -- Fields that hold their default are left out (memory per waiting job): prio 0,
   -- attempts 0, no timeout, retries not known yet, due_at equal to enq_at.
@@ -101,7 +165,12 @@ local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_m
   end
   redis.call('HSET', job_key, unpack(fields))
   redis.call('HINCRBY', k[6], 'enqueued', 1)
-  wake(k[5], wake_channel)
+  if pool_id then
+    local claimed = activate(prefix, job_key, id, pool_id, now, {task, payload, retries, timeout})
+    redis.call('RPUSH', inbox_key(prefix, pool_id), record(claimed))
+  elseif status == 'scheduled' then
+    wake(k[5], prefix)  -- idle pools plan their next claim from the earliest due time
+  end
   return 1
 end
 
@@ -115,13 +184,13 @@ local function owned(job_key, pool_id, attempt, ...)
 end
 
 -- active -> succeeded | cancelled (finish.lua, settle.lua). Returns 1, or -1 when fenced out.
-local function finish_job(job_key, pool_key, zset, stats, id, pool_id, attempt, status, result, keep_ms,
+local function finish_job(job_key, pool_set, zset, stats, id, pool_id, attempt, status, result, keep_ms,
                           channel, now)
   local f = owned(job_key, pool_id, attempt, 'start_at')
   if not f then
     return -1
   end
-  redis.call('SREM', pool_key, id)
+  redis.call('SREM', pool_set, id)
   redis.call('HSET', job_key, 'result', result, 'duration', int(now - (tonumber(f[4]) or now)))
   redis.call('HINCRBY', stats, status, 1)
   close_job(job_key, id, status, zset, now, keep_ms, channel)
@@ -130,21 +199,21 @@ end
 
 -- active -> scheduled (retry after delay_ms) | failed (fail.lua, settle.lua).
 -- A negative delay_ms means "do not retry". Returns 2 retried, 3 failed, -1 fenced out.
-local function fail_job(job_key, pool_key, scheduled, failed, stats, idle, id, pool_id, attempt, err, tb,
-                        delay_ms, done_channel, wake_channel, now)
+local function fail_job(job_key, pool_set, scheduled, failed, stats, idle, id, pool_id, attempt, err, tb,
+                        delay_ms, done_channel, prefix, now)
   local f = owned(job_key, pool_id, attempt, 'retries', 'start_at')
   if not f then
     return -1
   end
   local delay = tonumber(delay_ms)
-  redis.call('SREM', pool_key, id)
+  redis.call('SREM', pool_set, id)
   redis.call('HSET', job_key, 'error', err, 'tb', tb, 'duration', int(now - (tonumber(f[5]) or now)))
   if delay >= 0 and tonumber(f[3]) <= (tonumber(f[4]) or 0) then
     local due = now + delay
     redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
     redis.call('ZADD', scheduled, int(due), id)
     redis.call('HINCRBY', stats, 'retried', 1)
-    wake(idle, wake_channel)
+    wake(idle, prefix)
     return 2
   end
   redis.call('HINCRBY', stats, 'failed', 1)
@@ -154,15 +223,15 @@ end
 
 -- active -> queued, uncharged, at the front of its priority band (requeue.lua, settle.lua).
 -- Returns 1, or -1 when fenced out.
-local function give_back_job(job_key, pool_key, queued, idle, id, pool_id, attempt, wake_channel)
+local function give_back_job(job_key, pool_set, queued, idle, id, pool_id, attempt, prefix)
   local f = owned(job_key, pool_id, attempt, 'prio')
   if not f then
     return -1
   end
-  redis.call('SREM', pool_key, id)
+  redis.call('SREM', pool_set, id)
   redis.call('HINCRBY', job_key, 'attempts', -1)
   redis.call('HSET', job_key, 'status', 'queued')
   redis.call('ZADD', queued, queue_score(f[4], 0), id)
-  wake(idle, wake_channel)
+  wake(idle, prefix)
   return 1
 end

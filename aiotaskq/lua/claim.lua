@@ -1,18 +1,22 @@
 -- claim: scheduled -> queued (due ones), then queued -> active (a batch)
 -- KEYS[1] scheduled zset, KEYS[2] queued zset, KEYS[3] pools zset (pool id -> heartbeat ms)
 -- KEYS[4] pool set        aiotaskq:{Q}:pool:<pool id>, the ids this pool holds
--- KEYS[5] seq string, KEYS[6] idle set
--- KEYS[7] tasks hash      task name -> default max retries, for jobs enqueued by
---                         name by a producer that did not know the task
--- ARGV[1] pool id, ARGV[2] max jobs to claim, ARGV[3] key prefix aiotaskq:{Q}:
--- Returns {code, next_due_in_ms, id, task, payload, attempts, retries, timeout, ...}:
+-- KEYS[5] seq string, KEYS[6] idle zset (pool id -> free slots registered)
+-- KEYS[7] inbox list      aiotaskq:{Q}:inbox:<pool id>, jobs handed to this pool
+-- ARGV[1] pool id, ARGV[2] max jobs to take, ARGV[3] key prefix aiotaskq:{Q}:
+-- Returns {code, next_due_in_ms, handed, record..., id, task, payload, attempts, retries, timeout, ...}:
 --   code -1: this pool is not registered (declared dead): register afresh first.
 --   next_due_in_ms: ms until the earliest scheduled job (-1 when none).
+--   handed: how many records follow: jobs handed to this pool (already active under
+--   it) that were still in its inbox; the inbox is emptied (wake-up entries dropped).
+--   Then six fields per job claimed from `queued`.
+-- The handed jobs count towards ARGV[2]. When fewer jobs than that were found, the pool
+-- is registered in `idle` with the slots it has left: enqueue hands it new jobs directly.
 -- Status, owner pool and start time are set in the same call that pops the job,
 -- so a claimed job never looks unclaimed. Time: Redis TIME (due times).
 local pool_id, want, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if not redis.call('ZSCORE', KEYS[3], pool_id) then
-  return {-1, -1}
+  return {-1, -1, 0}
 end
 local now = now_ms()
 
@@ -27,34 +31,35 @@ for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
 end
 
-local out = {0, -1}
+local out = {0, -1, 0}
 local got = 0
-if want > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[2], want)
+for _, rec in ipairs(redis.call('LRANGE', KEYS[7], 0, -1)) do
+  if rec ~= '' then
+    out[#out + 1] = rec
+    got = got + 1
+  end
+end
+out[3] = got
+redis.call('DEL', KEYS[7])
+
+if want > got then
+  local popped = redis.call('ZPOPMIN', KEYS[2], want - got)
   for i = 1, #popped, 2 do
     local id = popped[i]
     local job_key = prefix .. 'job:' .. id
     local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout')
     if f[1] then
-      if not f[3] or f[3] == '' then
-        f[3] = redis.call('HGET', KEYS[7], f[1]) or '0'
-        redis.call('HSET', job_key, 'retries', f[3])
+      for _, v in ipairs(activate(prefix, job_key, id, pool_id, now, f)) do
+        out[#out + 1] = v
       end
-      local attempts = redis.call('HINCRBY', job_key, 'attempts', 1)
-      redis.call('HSET', job_key, 'status', 'active', 'pool', pool_id, 'start_at', int(now))
-      redis.call('SADD', KEYS[4], id)
-      out[#out + 1] = id
-      out[#out + 1] = f[1]
-      out[#out + 1] = f[2]
-      out[#out + 1] = attempts
-      out[#out + 1] = f[3]
-      out[#out + 1] = f[4] or ''
       got = got + 1
     end
   end
 end
 if got < want then
-  redis.call('SADD', KEYS[6], pool_id)
+  redis.call('ZADD', KEYS[6], want - got, pool_id)
+else
+  redis.call('ZREM', KEYS[6], pool_id)
 end
 
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

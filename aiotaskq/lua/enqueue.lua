@@ -3,13 +3,14 @@
 -- KEYS[2] scheduled zset  due time (ms) -> id
 -- KEYS[3] queued zset     priority/FIFO score -> id
 -- KEYS[4] seq string      FIFO counter
--- KEYS[5] idle set        pools waiting for work
+-- KEYS[5] idle zset       pools waiting for work -> free slots they registered
 -- KEYS[6] stats hash
 -- KEYS[7..9] succeeded, failed, cancelled zsets (a finished job with this id is replaced)
 -- ARGV[1] id, ARGV[2] task name, ARGV[3] payload (msgpack [args, kwargs])
 -- ARGV[4] priority, ARGV[5] max retries, ARGV[6] timeout seconds ('' = none)
 -- ARGV[7] delay ms ('' = none), ARGV[8] due time as epoch ms ('' = none)
--- ARGV[9] wake channel
+-- ARGV[9] key prefix aiotaskq:{Q}: (pool sets, inboxes and the tasks hash, for a hand-off)
+-- A job due now goes to an idle pool's inbox when one has a free slot (see _lib.lua).
 -- Returns 1 when written, 0 when a job with this id is scheduled, queued or active.
 -- Time: Redis TIME, so a delay is measured on the clock that claims use.
 return enqueue_job(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])

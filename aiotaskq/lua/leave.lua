@@ -1,12 +1,13 @@
 -- leave: a pool that holds no jobs unregisters on shutdown
--- KEYS[1] pools zset, KEYS[2] pool info string, KEYS[3] pool set, KEYS[4] idle set
+-- KEYS[1] pools zset, KEYS[2] pool info string, KEYS[3] pool set, KEYS[4] idle zset
+-- KEYS[5] inbox list of the pool
 -- ARGV[1] pool id
 -- Returns 1 when it left, 0 when it still holds jobs (they stay with it until
 -- the stale-pool reaper requeues them, so nothing is orphaned).
+redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('SCARD', KEYS[3]) > 0 then
   return 0
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[5])
 return 1

@@ -1,10 +1,11 @@
 -- reap: active jobs of dead pools -> queued | failed | cancelled
 -- KEYS[1] pools zset, KEYS[2] queued zset, KEYS[3] failed zset
--- KEYS[4] cancelled zset, KEYS[5] seq string, KEYS[6] stats hash, KEYS[7] idle set
+-- KEYS[4] cancelled zset, KEYS[5] seq string, KEYS[6] stats hash, KEYS[7] idle zset
 -- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] stale timeout ms, ARGV[3] keep ms
--- ARGV[4] wake channel, ARGV[5] the calling pool's id (never reaps itself)
+-- ARGV[4] the calling pool's id (never reaps itself)
 -- A pool whose last heartbeat is older than the stale timeout is removed and
--- each job it still held is requeued. The lost attempt counts: a job out of
+-- each job it still held is requeued. Jobs still waiting in its inbox never started:
+-- they go back uncharged. Otherwise the lost attempt counts: a job out of
 -- retries ends failed, one whose cancellation was asked ends cancelled.
 -- Removing the pool and moving its jobs happen in one call, so exactly one
 -- live pool reaps a dead one. Returns {pools reaped, jobs requeued, jobs failed}.
@@ -15,13 +16,17 @@ local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now - stale
 local requeued, failed = 0, 0
 local reaped = 0
 
-local function requeue_job(pool_id, id)
+local function requeue_job(pool_id, id, unstarted)
   local job_key = prefix .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', 'retries', 'prio', 'cancel')
   if f[1] ~= 'active' or f[2] ~= pool_id then
     return
   end
   local channel = prefix .. 'done:' .. id
+  if unstarted and f[6] ~= '1' then
+    redis.call('HINCRBY', job_key, 'attempts', -1)
+    f[3] = '0'
+  end
   if f[6] == '1' then
     redis.call('HINCRBY', KEYS[6], 'cancelled', 1)
     close_job(job_key, id, 'cancelled', KEYS[4], now, keep_ms, channel)
@@ -39,20 +44,26 @@ local function requeue_job(pool_id, id)
 end
 
 for _, pool_id in ipairs(dead) do
-  if pool_id ~= ARGV[5] then
+  if pool_id ~= ARGV[4] then
     reaped = reaped + 1
     redis.call('ZREM', KEYS[1], pool_id)
-    redis.call('SREM', KEYS[7], pool_id)
+    redis.call('ZREM', KEYS[7], pool_id)
     redis.call('DEL', prefix .. 'pool:' .. pool_id .. ':info')
-    local set_key = prefix .. 'pool:' .. pool_id
-    for _, id in ipairs(redis.call('SMEMBERS', set_key)) do
-      requeue_job(pool_id, id)
+    local unstarted = {}
+    for _, rec in ipairs(redis.call('LRANGE', inbox_key(prefix, pool_id), 0, -1)) do
+      if rec ~= '' then
+        unstarted[record_id(rec)] = true
+      end
     end
-    redis.call('DEL', set_key)
+    local set_key = pool_key(prefix, pool_id)
+    for _, id in ipairs(redis.call('SMEMBERS', set_key)) do
+      requeue_job(pool_id, id, unstarted[id])
+    end
+    redis.call('DEL', set_key, inbox_key(prefix, pool_id))
   end
 end
 if requeued > 0 then
   redis.call('HINCRBY', KEYS[6], 'requeued', requeued)
-  wake(KEYS[7], ARGV[4])
+  wake(KEYS[7], prefix)
 end
 return {reaped, requeued, failed}

@@ -1,15 +1,15 @@
 -- requeue_failed: failed -> queued (attempts and last error reset)
--- KEYS[1] failed zset, KEYS[2] queued zset, KEYS[3] seq string, KEYS[4] idle set
--- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] wake channel, ARGV[3] batch size
+-- KEYS[1] failed zset, KEYS[2] queued zset, KEYS[3] seq string, KEYS[4] idle zset
+-- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] batch size
 -- ARGV[4..] ids to requeue; with none, the oldest `batch size` failed jobs.
 -- Returns how many jobs were requeued (ids that are not failed are skipped).
 local prefix = ARGV[1]
 local ids = {}
-for i = 4, #ARGV do
+for i = 3, #ARGV do
   ids[#ids + 1] = ARGV[i]
 end
 if #ids == 0 then
-  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 end
 local n = 0
 for _, id in ipairs(ids) do
@@ -24,6 +24,6 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
 end
 if n > 0 then
-  wake(KEYS[4], ARGV[2])
+  wake(KEYS[4], prefix)
 end
 return n

@@ -1,8 +1,8 @@
 -- reschedule: scheduled | queued | failed | cancelled -> scheduled
 -- KEYS[1] job hash, KEYS[2] scheduled zset, KEYS[3] queued zset
--- KEYS[4] failed zset, KEYS[5] cancelled zset, KEYS[6] idle set
+-- KEYS[4] failed zset, KEYS[5] cancelled zset, KEYS[6] idle zset
 -- ARGV[1] id, ARGV[2] delay ms ('' = none), ARGV[3] due time epoch ms ('' = none)
--- ARGV[4] wake channel
+-- ARGV[4] key prefix aiotaskq:{Q}: (wakes idle pools)
 -- Returns 1 when rescheduled, 0 when the job is missing, active or succeeded.
 -- A failed or cancelled job starts over: attempts and the last error are reset.
 -- Time: Redis TIME for a delay.

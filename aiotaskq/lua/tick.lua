@@ -9,7 +9,7 @@
 -- ARGV[4] the tick to enqueue a job for (epoch ms; '' = none: missed ticks skipped)
 -- ARGV[5] the next run to store (epoch ms, later than ARGV[2]; '' = none: the schedule ended)
 -- ARGV[6] job id (derived from the schedule key and the tick), ARGV[7] task name,
--- ARGV[8] payload (msgpack [args, kwargs]), ARGV[9] priority, ARGV[10] wake channel
+-- ARGV[8] payload (msgpack [args, kwargs]), ARGV[9] priority, ARGV[10] key prefix aiotaskq:{Q}:
 -- Returns 1 job enqueued; 2 advanced without a job (ticks skipped, or a job with this id
 --   still pending); 0 stale: the schedule no longer holds that next run and spec (another
 --   pool ran the tick first, or it was changed or removed): nothing written;

@@ -207,7 +207,7 @@ async def _wait_subscribed(q: Queue, expected: int, deadline: float) -> tuple[in
     """Pools subscribed to the queue's wake channel once it is ``expected`` or at the deadline, and
     when (a pool whose pub/sub connection hangs on a dead socket never hears a wake-up again)."""
     while True:
-        (_, n), *_ = await q.redis.pubsub_numsub(q.keys.wake)
+        (_, n), *_ = await q.redis.pubsub_numsub(q.keys.abort)
         if n >= expected or time.monotonic() >= deadline:
             return int(n), time.monotonic()
         await anyio.sleep(0.05)
