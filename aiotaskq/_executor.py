@@ -8,7 +8,7 @@ import inspect
 import logging
 import traceback
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -36,13 +36,23 @@ class Claimed:
     retries: int
     timeout: float | None
     pool_id: str
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     stop_reason: str | None = None  # "abort", "shutdown" or "lost" once cancelled by the pool
+    worker: asyncio.Task[Any] | None = None  # the worker task while the attempt runs
+    cancels: int = 0  # cancellations stop() sent to that task
 
     def stop(self, reason: str) -> None:
+        """Stop the attempt: it is not started, or its task is cancelled. (A plain
+        asyncio cancellation: an anyio CancelScope per job cost more than the job's
+        bookkeeping.) Each call cancels again, for a task that swallowed the first."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        self.scope.cancel()
+        if self.worker is not None:
+            self.cancels += 1
+            self.worker.cancel()
+
+
+class _Stopped(Exception):
+    """The pool stopped the attempt (``Claimed.stop``)."""
 
 
 class _BadInput(Exception):
@@ -65,9 +75,9 @@ class Executor:
             args, kwargs = self._arguments(task, job)
             if job.stop_reason is not None:  # stopped before it started: do not start it
                 return self._stopped(job)
-            with job.scope:
-                result = await self._call(task, job, args, kwargs)
-            if job.scope.cancelled_caught:
+            try:
+                result = await self._stoppable(task, job, args, kwargs)
+            except _Stopped:
                 return self._stopped(job)
             return self._succeeded(task, job, result)
         except Retry as r:
@@ -77,13 +87,32 @@ class Executor:
             return self._fail(job, text, "", delay, out_of_retries="Retry requested but no retries are left")
         except _BadInput as exc:
             return self._fail(job, str(exc), "", None)
-        except anyio.get_cancelled_exc_class() as exc:
+        except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
                 raise  # the pool itself is being cancelled: the caller gives the attempt back
             return self._raised(job, exc, " (raised by the task itself; the job was not cancelled)")
         except BaseException as exc:  # noqa: BLE001 - any error of the task ends its job: SystemExit,
             # KeyboardInterrupt and BaseException subclasses of its own too; none of them may stop the pool.
             return self._raised(job, exc)
+
+    async def _stoppable(self, task: Task[Any, Any], job: Claimed, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Call the task so that ``job.stop()`` cancels it; raises _Stopped when it did."""
+        job.worker = asyncio.current_task()
+        try:
+            result = await self._call(task, job, args, kwargs)
+        except asyncio.CancelledError:
+            if job.cancels and _withdraw(job):
+                raise _Stopped from None
+            raise
+        except BaseException:
+            if job.cancels:  # the worker task lives on: leave no cancellation of ours behind
+                await _absorb_pending_cancel(job)
+            raise
+        finally:
+            job.worker = None
+        if job.cancels:  # stopped, but it returned first (or swallowed the cancellation): it succeeded
+            await _absorb_pending_cancel(job)
+        return result
 
     def _raised(self, job: Claimed, exc: BaseException, note: str = "") -> Outcome:
         """The attempt raised ``exc`` (called while handling it): retry or fail."""
@@ -112,11 +141,9 @@ class Executor:
         if timeout is None:
             return await self._invoke(task, args, kwargs)
         try:
-            with anyio.fail_after(timeout):
+            async with asyncio.timeout(timeout):
                 return await self._invoke(task, args, kwargs)
         except TimeoutError:
-            if job.scope.cancel_called:
-                raise
             raise TimeoutError(f"the job ran longer than its timeout of {timeout:g}s") from None
 
     @staticmethod
@@ -150,6 +177,30 @@ class Executor:
         return Outcome(
             "fail", job.id, job.pool_id, job.attempt, _utf8(error[:_MAX_ERROR]), _utf8(tb[-_MAX_TRACEBACK:]), retry_ms
         )
+
+
+def _withdraw(job: Claimed) -> bool:
+    """Take back the cancellations ``stop()`` sent to the job's task; True when no
+    other cancellation (the pool's own) is pending on it."""
+    task = asyncio.current_task()
+    assert task is not None
+    for _ in range(job.cancels):
+        task.uncancel()
+    job.cancels = 0
+    return task.cancelling() == 0
+
+
+async def _absorb_pending_cancel(job: Claimed) -> None:
+    """A stop's cancellation that the task never saw would hit the worker's next
+    await: take it there. Another cancellation pending still propagates."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        if not _withdraw(job):
+            raise
+        return
+    if not _withdraw(job):
+        raise asyncio.CancelledError
 
 
 def _cancelled_from_outside() -> bool:

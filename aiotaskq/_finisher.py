@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
+from collections import deque
 from typing import Any
 
 import anyio
@@ -25,33 +26,38 @@ class Finisher:
 
     def __init__(self, scripts: Scripts) -> None:
         self.scripts = scripts
-        self._send, self._recv = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
+        self._waiting: deque[Outcome] = deque()
+        self._arrived = asyncio.Event()
+        self._closed = False
         self.pending = 0
         self.pending_ids: set[str] = set()  # jobs whose outcome is not written yet (still in the pool set)
-        self.done = anyio.Event()  # set when run() has written everything and returned
+        self.done = asyncio.Event()  # set when run() has written everything and returned
 
     def submit(self, outcome: Outcome) -> None:
         self.pending += 1
         self.pending_ids.add(outcome.id)
-        self._send.send_nowait(outcome)
+        self._waiting.append(outcome)
+        self._arrived.set()
 
     def close(self) -> None:
         """No more outcomes: ``run`` returns once it wrote what it holds."""
-        self._send.close()
+        self._closed = True
+        self._arrived.set()
 
     async def run(self) -> None:
+        waiting = self._waiting
         try:
-            async with self._recv:
-                async for outcome in self._recv:
-                    batch = [outcome]
-                    while len(batch) < _MAX_BATCH:
-                        try:
-                            batch.append(self._recv.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._write(batch)
-                    self.pending -= len(batch)
-                    self.pending_ids.difference_update(o.id for o in batch)
+            while True:
+                if not waiting:
+                    if self._closed:
+                        return
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                    continue
+                batch = [waiting.popleft() for _ in range(min(len(waiting), _MAX_BATCH))]
+                await self._write(batch)
+                self.pending -= len(batch)
+                self.pending_ids.difference_update(o.id for o in batch)
         finally:
             self.done.set()
 

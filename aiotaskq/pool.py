@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-import math
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -12,7 +12,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import RedisError
 
 from ._executor import Claimed
@@ -27,11 +26,12 @@ Hook = Callable[["Pool"], Awaitable[None] | None]
 
 
 class _Slots:
-    """Free worker slots shared by a pool's claim loops."""
+    """Free worker slots shared by a pool's claim loops. (Plain asyncio primitives on
+    the per-job path: anyio's cost more than the rest of a no-op job's bookkeeping.)"""
 
     def __init__(self, n: int) -> None:
         self.free = n
-        self._changed = anyio.Event()
+        self._changed = asyncio.Event()
 
     def take(self) -> None:
         self.free -= 1
@@ -42,7 +42,7 @@ class _Slots:
 
     async def wait_free(self) -> int:
         while self.free <= 0:
-            self._changed = anyio.Event()
+            self._changed.clear()
             await self._changed.wait()
         return self.free
 
@@ -93,12 +93,12 @@ class Pool:
         self.slots = _Slots(concurrency)
         self.runners = [QueueRunner(self, q) for q in self.queues]
         self.schedulers = [Scheduler(q, poll_interval) for q in self.queues]  # recurring schedules
-        self._dispatch: MemoryObjectSendStream[tuple[QueueRunner, Claimed]] | None = None
+        self._dispatch: asyncio.Queue[tuple[QueueRunner, Claimed] | None] | None = None
         self._starting: anyio.CancelScope | None = None
         self._claiming: anyio.CancelScope | None = None
         self._liveness: anyio.CancelScope | None = None
         self._stop_requested = False
-        self._idle = anyio.Event()
+        self._idle = asyncio.Event()
         self._running = 0
 
     @property
@@ -142,12 +142,12 @@ class Pool:
                     await self._close(background)
 
     async def _serve(self) -> None:
-        send, receive = anyio.create_memory_object_stream[tuple[QueueRunner, Claimed]](max_buffer_size=math.inf)
-        async with anyio.create_task_group() as workers, send, receive:
+        jobs: asyncio.Queue[tuple[QueueRunner, Claimed] | None] = asyncio.Queue()
+        async with anyio.create_task_group() as workers:
             # `concurrency` long-lived worker tasks: a task per job costs more than the job's bookkeeping.
             for i in range(self.concurrency):
-                workers.start_soon(self._worker, receive.clone(), name=f"aiotaskq worker {i}")
-            self._dispatch = send
+                workers.start_soon(self._worker, jobs, name=f"aiotaskq worker {i}")
+            self._dispatch = jobs
             with anyio.CancelScope() as claiming:
                 self._claiming = claiming
                 if self._stop_requested:
@@ -159,12 +159,13 @@ class Pool:
                      self._running)  # fmt: skip
             with anyio.move_on_after(self.shutdown_timeout):
                 while self._running:
-                    self._idle = anyio.Event()
+                    self._idle.clear()
                     await self._idle.wait()
             for r in self.runners:
                 for job in list(r.running.values()):
                     job.stop("shutdown")
-            send.close()  # the workers finish what is buffered (requeueing it), then return
+            for _ in range(self.concurrency):
+                jobs.put_nowait(None)  # the workers finish what is buffered (requeueing it), then return
 
     async def _close(self, background: TaskGroup) -> None:
         await self._requeue_unstarted()
@@ -209,17 +210,16 @@ class Pool:
         self.slots.take()
         self._running += 1
         runner.running[job.id] = job
-        self._dispatch.send_nowait((runner, job))
+        self._dispatch.put_nowait((runner, job))
 
-    async def _worker(self, jobs: MemoryObjectReceiveStream[tuple[QueueRunner, Claimed]]) -> None:
-        async with jobs:
-            async for runner, job in jobs:
-                await self._run_job(runner, job)
+    async def _worker(self, jobs: asyncio.Queue[tuple[QueueRunner, Claimed] | None]) -> None:
+        while (item := await jobs.get()) is not None:
+            await self._run_job(*item)
 
     async def _run_job(self, runner: QueueRunner, job: Claimed) -> None:
         try:
             outcome = await runner.executor.run(job)
-        except anyio.get_cancelled_exc_class():
+        except asyncio.CancelledError:
             # The pool itself is being cancelled: give the attempt back, uncharged.
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 try:
