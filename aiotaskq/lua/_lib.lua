@@ -40,6 +40,58 @@ local function wake(idle_key, prefix)
   end
 end
 
+-- Bookkeeping that the transitions of one call share, done once by flush() at its end:
+-- one SREM per pool set, one HINCRBY per counter, one trim per ended zset, one wake-up.
+-- (Per job, it cost settle.lua more Redis time than the rest of a job's outcome.)
+-- Every script that runs finish_job, fail_job, give_back_job or close_job calls flush().
+local later = {srem = {}, incr = {}, trim = {}, wake = nil}
+
+local function later_srem(set, id)
+  local ids = later.srem[set]
+  if not ids then
+    ids = {}
+    later.srem[set] = ids
+  end
+  ids[#ids + 1] = id
+end
+
+local function later_count(stats, field)
+  local counts = later.incr[stats]
+  if not counts then
+    counts = {}
+    later.incr[stats] = counts
+  end
+  counts[field] = (counts[field] or 0) + 1
+end
+
+-- Ended zsets keep ids until the longest keep time of the jobs ended in this call.
+local function later_trim(zset, cutoff)
+  local old = later.trim[zset]
+  if not old or cutoff < old then
+    later.trim[zset] = cutoff
+  end
+end
+
+local function flush()
+  for set, ids in pairs(later.srem) do
+    for i = 1, #ids, 1000 do
+      redis.call('SREM', set, unpack(ids, i, math.min(i + 999, #ids)))
+    end
+  end
+  for stats, counts in pairs(later.incr) do
+    for field, n in pairs(counts) do
+      redis.call('HINCRBY', stats, field, n)
+    end
+  end
+  for zset, cutoff in pairs(later.trim) do
+    redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. int(cutoff))
+  end
+  if later.wake then
+    wake(later.wake[1], later.wake[2])
+  end
+  later = {srem = {}, incr = {}, trim = {}, wake = nil}
+end
+
 -- A claimed job as one string, for a pool's inbox: each field as <length>:<bytes>
 -- (id, task, payload, attempt, max retries, timeout).
 local function record(fields)
@@ -56,19 +108,27 @@ local function record_id(rec)
   return rec:sub(#len + 2, #len + 1 + tonumber(len))
 end
 
--- queued -> active under pool_id (claim.lua, and enqueue_job's hand-off). f holds the
--- job's task, payload, retries and timeout; retries not set on the job come from the
--- defaults pools registered in the tasks hash. Returns the claimed job's fields.
-local function activate(prefix, job_key, id, pool_id, now, f)
-  local retries = f[3]
+-- The fields that make a job active under pool_id at its attempt number, and its max
+-- retries: a job enqueued without them takes the default pools registered in the
+-- tasks hash (a producer may enqueue by name a task it does not know).
+local function active_fields(prefix, pool_id, now, task, retries, attempts)
+  local fields = {'status', 'active', 'pool', pool_id, 'start_at', int(now), 'attempts', attempts}
   if not retries or retries == '' then
-    retries = redis.call('HGET', prefix .. 'tasks', f[1]) or '0'
-    redis.call('HSET', job_key, 'retries', retries)
+    retries = redis.call('HGET', prefix .. 'tasks', task) or '0'
+    fields[#fields + 1] = 'retries'
+    fields[#fields + 1] = retries
   end
-  local attempts = redis.call('HINCRBY', job_key, 'attempts', 1)
-  redis.call('HSET', job_key, 'status', 'active', 'pool', pool_id, 'start_at', int(now))
+  return fields, retries
+end
+
+-- queued -> active under pool_id (claim.lua). f holds the job's task, payload, retries,
+-- timeout and attempts. Returns the claimed job's fields, as an inbox record holds them.
+local function activate(prefix, job_key, id, pool_id, now, f)
+  local attempts = tostring((tonumber(f[5]) or 0) + 1)
+  local fields, retries = active_fields(prefix, pool_id, now, f[1], f[3], attempts)
+  redis.call('HSET', job_key, unpack(fields))
   redis.call('SADD', pool_key(prefix, pool_id), id)
-  return {id, f[1], f[2], tostring(attempts), retries, f[4] or ''}
+  return {id, f[1], f[2], attempts, retries, f[4] or ''}
 end
 
 -- The idle pool with the most free slots, taking one of them; nil when none is idle.
@@ -86,17 +146,22 @@ local function take_idle_slot(idle_key)
 end
 
 -- Move a job to an end state: recorded in its zset, expired after keep_ms
--- (0 keeps nothing, negative keeps it forever), waiters told.
-local function close_job(job_key, id, status, zset, now, keep_ms, channel)
-  redis.call('HSET', job_key, 'status', status, 'end_at', int(now))
+-- (0 keeps nothing, negative keeps it forever), waiters told. fields: more
+-- field/value pairs to write with the status (or nil). The zset trim is deferred.
+local function close_job(job_key, id, status, zset, now, keep_ms, channel, fields)
   keep_ms = tonumber(keep_ms)
   if keep_ms == 0 then
     redis.call('DEL', job_key)
   else
+    local f = {'status', status, 'end_at', int(now)}
+    for _, v in ipairs(fields or {}) do
+      f[#f + 1] = v
+    end
+    redis.call('HSET', job_key, unpack(f))
     redis.call('ZADD', zset, int(now), id)
     if keep_ms > 0 then
       redis.call('PEXPIRE', job_key, int(keep_ms))
-      redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. int(now - keep_ms))
+      later_trim(zset, now - keep_ms)
     else
       redis.call('PERSIST', job_key)
     end
@@ -163,11 +228,18 @@ local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_m
     fields[#fields + 1] = 'due_at'
     fields[#fields + 1] = int(due)
   end
+  if pool_id then  -- the hand-off: active under that pool from the start, at attempt 1
+    local extra
+    extra, retries = active_fields(prefix, pool_id, now, task, retries, '1')
+    for _, v in ipairs(extra) do
+      fields[#fields + 1] = v
+    end
+  end
   redis.call('HSET', job_key, unpack(fields))
   redis.call('HINCRBY', k[6], 'enqueued', 1)
   if pool_id then
-    local claimed = activate(prefix, job_key, id, pool_id, now, {task, payload, retries, timeout})
-    redis.call('RPUSH', inbox_key(prefix, pool_id), record(claimed))
+    redis.call('SADD', pool_key(prefix, pool_id), id)
+    redis.call('RPUSH', inbox_key(prefix, pool_id), record({id, task, payload, '1', retries, timeout}))
   elseif status == 'scheduled' then
     wake(k[5], prefix)  -- idle pools plan their next claim from the earliest due time
   end
@@ -190,10 +262,10 @@ local function finish_job(job_key, pool_set, zset, stats, id, pool_id, attempt, 
   if not f then
     return -1
   end
-  redis.call('SREM', pool_set, id)
-  redis.call('HSET', job_key, 'result', result, 'duration', int(now - (tonumber(f[4]) or now)))
-  redis.call('HINCRBY', stats, status, 1)
-  close_job(job_key, id, status, zset, now, keep_ms, channel)
+  later_srem(pool_set, id)
+  later_count(stats, status)
+  close_job(job_key, id, status, zset, now, keep_ms, channel,
+    {'result', result, 'duration', int(now - (tonumber(f[4]) or now))})
   return 1
 end
 
@@ -206,32 +278,31 @@ local function fail_job(job_key, pool_set, scheduled, failed, stats, idle, id, p
     return -1
   end
   local delay = tonumber(delay_ms)
-  redis.call('SREM', pool_set, id)
-  redis.call('HSET', job_key, 'error', err, 'tb', tb, 'duration', int(now - (tonumber(f[5]) or now)))
+  local fields = {'error', err, 'tb', tb, 'duration', int(now - (tonumber(f[5]) or now))}
+  later_srem(pool_set, id)
   if delay >= 0 and tonumber(f[3]) <= (tonumber(f[4]) or 0) then
     local due = now + delay
-    redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
+    redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due), unpack(fields))
     redis.call('ZADD', scheduled, int(due), id)
-    redis.call('HINCRBY', stats, 'retried', 1)
-    wake(idle, prefix)
+    later_count(stats, 'retried')
+    later.wake = {idle, prefix}
     return 2
   end
-  redis.call('HINCRBY', stats, 'failed', 1)
-  close_job(job_key, id, 'failed', failed, now, -1, done_channel)
+  later_count(stats, 'failed')
+  close_job(job_key, id, 'failed', failed, now, -1, done_channel, fields)
   return 3
 end
 
--- active -> queued, uncharged, at the front of its priority band (requeue.lua, settle.lua).
--- Returns 1, or -1 when fenced out.
+-- active -> queued, uncharged, at the front of its priority band (requeue.lua, settle.lua,
+-- reconcile.lua). Returns 1, or -1 when fenced out.
 local function give_back_job(job_key, pool_set, queued, idle, id, pool_id, attempt, prefix)
   local f = owned(job_key, pool_id, attempt, 'prio')
   if not f then
     return -1
   end
-  redis.call('SREM', pool_set, id)
-  redis.call('HINCRBY', job_key, 'attempts', -1)
-  redis.call('HSET', job_key, 'status', 'queued')
+  later_srem(pool_set, id)
+  redis.call('HSET', job_key, 'status', 'queued', 'attempts', int(tonumber(f[3]) - 1))
   redis.call('ZADD', queued, queue_score(f[4], 0), id)
-  wake(idle, prefix)
+  later.wake = {idle, prefix}
   return 1
 end

@@ -13,6 +13,7 @@ if status == 'scheduled' or status == 'queued' then
   redis.call('ZREM', KEYS[3], id)
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
   close_job(job_key, id, 'cancelled', KEYS[4], now_ms(), ARGV[2], ARGV[3])
+  flush()
   return 1
 end
 if status == 'active' then

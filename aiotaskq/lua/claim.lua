@@ -47,7 +47,7 @@ if want > got then
   for i = 1, #popped, 2 do
     local id = popped[i]
     local job_key = prefix .. 'job:' .. id
-    local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout')
+    local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout', 'attempts')
     if f[1] then
       for _, v in ipairs(activate(prefix, job_key, id, pool_id, now, f)) do
         out[#out + 1] = v

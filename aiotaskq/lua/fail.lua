@@ -7,5 +7,7 @@
 -- Returns 2 when retried, 3 when failed, -1 when this pool no longer owns this
 -- attempt (fencing). The attempt already counted when it was claimed.
 -- Time: Redis TIME.
-return fail_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-  ARGV[5], ARGV[6], ARGV[7], ARGV[8], now_ms())
+local code = fail_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3],
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], now_ms())
+flush()
+return code

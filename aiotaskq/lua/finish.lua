@@ -6,5 +6,7 @@
 -- Returns 1, or -1 when this pool no longer owns this attempt (fencing: the
 -- outcome of an attempt that was taken away is dropped).
 -- Time: Redis TIME.
-return finish_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], now_ms())
+local code = finish_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  ARGV[6], ARGV[7], now_ms())
+flush()
+return code

@@ -66,4 +66,5 @@ if requeued > 0 then
   redis.call('HINCRBY', KEYS[6], 'requeued', requeued)
   wake(KEYS[7], prefix)
 end
+flush()
 return {reaped, requeued, failed}

@@ -32,4 +32,5 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   end
 end
+flush()
 return n

@@ -5,4 +5,6 @@
 -- ARGV[1] id, ARGV[2] pool id, ARGV[3] attempt number, ARGV[4] key prefix aiotaskq:{Q}: (wakes idle pools)
 -- Returns 1, or -1 when this pool no longer owns this attempt (fencing).
 -- The job goes to the front of its priority band (sequence 0).
-return give_back_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local code = give_back_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+flush()
+return code

@@ -33,4 +33,5 @@ for i, o in ipairs(cmsgpack.unpack(ARGV[2])) do
   end
   out[#out + 1] = code
 end
+flush()
 return out
