@@ -104,9 +104,8 @@ class Scripts:
 
     def enqueue(
         self,
-        job_id: str,
         task: str,
-        payload: bytes,
+        jobs: list[tuple[str, bytes]],
         *,
         priority: int,
         retries: int | None,
@@ -114,23 +113,21 @@ class Scripts:
         delay: float | None,
         at_ms: int | None,
     ) -> Call:
-        """Returns 1 when written, 0 when deduplicated."""
+        """Enqueue (id, payload) jobs of one task with one option set. Returns one code
+        per job: 1 written, 0 deduplicated."""
         k = self.keys
-        return Call(
-            "enqueue",
-            [k.job(job_id), k.scheduled, k.queued, k.seq, k.idle, k.stats, k.succeeded, k.failed, k.cancelled],
-            [
-                job_id,
-                task,
-                payload,
-                priority,
-                "" if retries is None else retries,
-                "" if timeout is None else repr(timeout),
-                _ms(delay),
-                "" if at_ms is None else at_ms,
-                k.prefix,
-            ],
-        )
+        args: list[Arg] = [
+            k.prefix,
+            task,
+            priority,
+            "" if retries is None else retries,
+            "" if timeout is None else repr(timeout),
+            _ms(delay),
+            "" if at_ms is None else at_ms,
+        ]
+        for job_id, payload in jobs:
+            args += (job_id, payload)
+        return Call("enqueue", [k.queued], args)
 
     async def cancel(self, job_id: str, keep_ms: int) -> int:
         k = self.keys
@@ -210,8 +207,7 @@ class Scripts:
         k = self.keys
         return Call(
             "tick",
-            [k.job(job_id), k.scheduled, k.queued, k.seq, k.idle, k.stats, k.succeeded, k.failed, k.cancelled,
-             k.schedules, k.schedules_next, k.schedules_last],
+            [k.schedules, k.schedules_next, k.schedules_last],
             [key, seen_ms, spec, "" if fire_ms is None else fire_ms, "" if next_ms is None else next_ms,
              job_id, task, payload, priority, k.prefix],
         )  # fmt: skip

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Final, ParamSpec, TypeVar, overload
+from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, overload
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -29,13 +29,30 @@ R = TypeVar("R")
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_KEEP_RESULT: Final = 86400.0
 DEFAULT_MAX_PAYLOAD: Final = 1 << 20
-_BATCH: Final = 1000
+_BATCH: Final = 1000  # jobs per round trip
+_JOBS_PER_CALL: Final = 100  # jobs per enqueue.lua call: Redis runs nothing else meanwhile
 # A stale pooled connection (Redis restarted) fails once; retry it quickly.
 _RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
 # No call of ours blocks in Redis, so a reply slower than this means a dead connection
 # (a partition, a half-open socket): without it, redis-py < 8 waits for ever (8 made 5 s
 # its default). A URL query (?socket_timeout=...) overrides it.
 _SOCKET_TIMEOUT: Final = 5.0
+
+
+class EnqueueCall(NamedTuple):
+    """The checked options of one enqueue; ``with_jobs`` makes the script call."""
+
+    scripts: Scripts
+    task: str
+    priority: int
+    retries: int | None
+    timeout: float | None
+    delay: float | None
+    at_ms: int | None
+
+    def with_jobs(self, jobs: list[tuple[str, bytes]]) -> Call:
+        return self.scripts.enqueue(self.task, jobs, priority=self.priority, retries=self.retries,
+                                    timeout=self.timeout, delay=self.delay, at_ms=self.at_ms)  # fmt: skip
 
 
 class PayloadTooLarge(ValueError):
@@ -219,46 +236,53 @@ class Queue:
         known in this process). Returns None when ``job_id`` names a job that is
         scheduled, queued or active (deduplication)."""
         options = EnqueueOptions(delay, at, priority, job_id, retries, timeout)
-        call, job = self._prepare(name, self.tasks.get(name), tuple(args), dict(kwargs or {}), options)
-        return await self._write(call, job, options.job_id is None)
-
-    async def _write(self, call: Call, job: Job, generated_id: bool) -> Job | None:
-        """Run an enqueue call. A generated id is ours alone: when the script finds
-        it already pending, redis-py re-sent the call after a lost reply and the
-        first try stored the job."""
-        written = await self.scripts.run(call)
-        return job if written or generated_id else None
+        return await self._enqueue_one(name, self.tasks.get(name), tuple(args), dict(kwargs or {}), options)
 
     async def _enqueue_task(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions
     ) -> Job | None:
-        call, job = self._prepare(task.name, task, args, kwargs, options)
-        return await self._write(call, job, options.job_id is None)
+        return await self._enqueue_one(task.name, task, args, kwargs, options)
+
+    async def _enqueue_one(
+        self,
+        name: str,
+        task: Task[Any, Any] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: EnqueueOptions,
+    ) -> Job | None:
+        call = self._options(name, task, options)
+        job_id, payload = self._job(args, kwargs, options.job_id)
+        (written,) = await self.scripts.run(call.with_jobs([(job_id, payload)]))
+        return self._handle(job_id, written, options)
+
+    def _handle(self, job_id: str, written: int, options: EnqueueOptions) -> Job | None:
+        """The job, or None when deduplicated. A generated id is ours alone: when the
+        script finds it already pending, redis-py re-sent the call after a lost reply
+        and the first try stored the job."""
+        return Job(self, job_id) if written or options.job_id is None else None
 
     async def _enqueue_many(
         self, task: Task[Any, Any], items: list[tuple[tuple[Any, ...], dict[str, Any]]], options: EnqueueOptions
     ) -> list[Job | None]:
         if options.job_id is not None and len(items) > 1:
             raise ValueError("job_id: cannot be shared by several jobs in enqueue_many")
-        prepared = [self._prepare(task.name, task, a, kw, options) for a, kw in items]
+        call = self._options(task.name, task, options)
+        jobs = [self._job(a, kw, options.job_id) for a, kw in items]  # every job checked before any is written
         out: list[Job | None] = []
-        for start in range(0, len(prepared), _BATCH):
-            chunk = prepared[start : start + _BATCH]
-            results = await self.scripts.run_many([call for call, _ in chunk])
-            for (_, job), res in zip(chunk, results, strict=True):
+        for start in range(0, len(jobs), _BATCH):
+            chunk = jobs[start : start + _BATCH]
+            calls = [call.with_jobs(chunk[i : i + _JOBS_PER_CALL]) for i in range(0, len(chunk), _JOBS_PER_CALL)]
+            codes: list[int] = []
+            for res in await self.scripts.run_many(calls):
                 if isinstance(res, Exception):
                     raise res
-                out.append(job if res or options.job_id is None else None)
+                codes += res
+            out += [self._handle(job_id, code, options) for (job_id, _), code in zip(chunk, codes, strict=True)]
         return out
 
-    def _prepare(
-        self,
-        name: str,
-        task: Task[Any, Any] | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        o: EnqueueOptions,
-    ) -> tuple[Call, Job]:
+    def _options(self, name: str, task: Task[Any, Any] | None, o: EnqueueOptions) -> EnqueueCall:
+        """Check the options once for all jobs of an enqueue call."""
         if not isinstance(name, str) or not name:
             raise ValueError("name: a task name must be a non-empty string")
         delay, at_ms = due_time(o.delay, o.at)
@@ -271,17 +295,16 @@ class Queue:
         timeout = validate_timeout(o.timeout if o.timeout is not None else (task.timeout if task else None))
         if o.job_id is not None and (not isinstance(o.job_id, str) or not o.job_id):
             raise ValueError(f"job_id: must be a non-empty string, got {o.job_id!r}")
-        job_id = o.job_id or secrets.token_urlsafe(12)  # 96 random bits in 16 characters
+        return EnqueueCall(self.scripts, name, priority, retries, timeout, delay, at_ms)
+
+    def _job(self, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str | None) -> tuple[str, bytes]:
         payload = encode_payload(args, kwargs)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(
                 f"args: the encoded arguments take {len(payload)} bytes, over max_payload_bytes="
                 f"{self.max_payload_bytes}; store large data elsewhere and pass a reference"
             )
-        call = self.scripts.enqueue(
-            job_id, name, payload, priority=priority, retries=retries, timeout=timeout, delay=delay, at_ms=at_ms
-        )
-        return call, Job(self, job_id)
+        return job_id or secrets.token_urlsafe(12), payload  # 96 random bits in 16 characters
 
     # -- inspection and maintenance ------------------------------------------------------------
 

@@ -18,8 +18,9 @@ PAYLOAD = encode_payload((1,), {})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int | None = None, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue(job_id, "t", PAYLOAD, priority=0, retries=retries, timeout=None, delay=delay, at_ms=None)
-    return int(await s.run(call))
+    call = s.enqueue("t", [(job_id, PAYLOAD)], priority=0, retries=retries, timeout=None, delay=delay, at_ms=None)
+    (code,) = await s.run(call)
+    return int(code)
 
 
 async def idle_pool(q: Queue, pool_id: str, free: int) -> None:

@@ -17,8 +17,11 @@ PAYLOAD = encode_payload((1,), {"k": "v"})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int = 1, priority: int = 0, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue(job_id, "t", PAYLOAD, priority=priority, retries=retries, timeout=None, delay=delay, at_ms=None)
-    return int(await s.run(call))
+    call = s.enqueue(
+        "t", [(job_id, PAYLOAD)], priority=priority, retries=retries, timeout=None, delay=delay, at_ms=None
+    )
+    (code,) = await s.run(call)
+    return int(code)
 
 
 async def register(q: Queue, pool_id: str) -> None:
@@ -326,3 +329,14 @@ async def test_settle_applies_a_mixed_batch_and_fences_each_outcome(queue: Queue
     assert await queue.redis.zscore(k.scheduled, "again") is not None
     assert await queue.redis.zscore(k.failed, "bad") is not None
     assert await queue.redis.zscore(k.cancelled, "stop") is not None
+
+
+async def test_one_enqueue_call_writes_a_batch_with_one_code_per_job(queue: Queue) -> None:
+    k, s = queue.keys, queue.scripts
+    assert await enqueue(queue, "b") == 1
+    jobs = [("a", PAYLOAD), ("b", PAYLOAD), ("c", PAYLOAD)]
+    call = s.enqueue("t", jobs, priority=0, retries=None, timeout=None, delay=None, at_ms=None)
+    assert await s.run(call) == [1, 0, 1]  # "b" is already queued: deduplicated
+    assert await queue.redis.zrange(k.queued, 0, -1) == [b"b", b"a", b"c"]  # FIFO across and within calls
+    assert await queue.redis.hget(k.stats, "enqueued") == b"3"
+    assert (await job(queue, "c"))["enq_at"] == (await job(queue, "a"))["enq_at"]  # one TIME per call

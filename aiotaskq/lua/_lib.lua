@@ -170,27 +170,24 @@ local function close_job(job_key, id, status, zset, now, keep_ms, channel, field
 end
 
 -- Store a new job, queued or scheduled: the body of enqueue.lua, shared with tick.lua.
--- k: a table whose first nine entries are the keys enqueue.lua's header lists (job hash,
--- scheduled, queued, seq, idle, stats, succeeded, failed, cancelled); the other arguments
--- are enqueue.lua's ARGV[1..9]. Returns 1 when written, 0 when a job with this id is
--- scheduled, queued or active.
+-- Every key is built from the queue's prefix. seq: the job's FIFO number when the caller
+-- drew a range of them (nil: drawn here). prio, retries, timeout, delay_ms, at_ms as
+-- enqueue.lua's ARGV[3..7]. Returns 1 when written, 0 when a job with this id is
+-- scheduled, queued or active. The caller runs flush() (the enqueued counter, wake-ups).
 -- A job due now goes straight to an idle pool when there is one (the hand-off: active
 -- under that pool, its record pushed to the pool's inbox, on which the pool blocks),
 -- so it starts one round trip after it was sent; otherwise it waits in `queued`.
-local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_ms, at_ms, prefix)
-  local job_key = k[1]
+local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeout, delay_ms, at_ms, seq)
+  local job_key = prefix .. 'job:' .. id
   local status = redis.call('HGET', job_key, 'status')
   if status == 'scheduled' or status == 'queued' or status == 'active' then
     return 0
   end
-  if status then
+  if status then  -- an ended job with this id is replaced
     redis.call('DEL', job_key)
-    redis.call('ZREM', k[7], id)
-    redis.call('ZREM', k[8], id)
-    redis.call('ZREM', k[9], id)
+    redis.call('ZREM', prefix .. status, id)
   end
 
-  local now = now_ms()
   local due = now
   if at_ms ~= '' then
     due = tonumber(at_ms)
@@ -201,12 +198,16 @@ local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_m
   local pool_id
   if due > now then
     status = 'scheduled'
-    redis.call('ZADD', k[2], int(due), id)
+    redis.call('ZADD', prefix .. 'scheduled', int(due), id)
+    later.wake = {prefix .. 'idle', prefix}  -- idle pools plan their next claim from the earliest due time
   else
-    pool_id = take_idle_slot(k[5])
     status = 'queued'
+    if not later.no_idle then
+      pool_id = take_idle_slot(prefix .. 'idle')
+      later.no_idle = not pool_id  -- no pool goes idle while this script runs
+    end
     if not pool_id then
-      redis.call('ZADD', k[3], queue_score(prio, redis.call('INCR', k[4])), id)
+      redis.call('ZADD', prefix .. 'queued', queue_score(prio, seq or redis.call('INCR', prefix .. 'seq')), id)
     end
   end
   -- Fields that hold their default are left out (memory per waiting job): prio 0,
@@ -236,12 +237,10 @@ local function enqueue_job(k, id, task, payload, prio, retries, timeout, delay_m
     end
   end
   redis.call('HSET', job_key, unpack(fields))
-  redis.call('HINCRBY', k[6], 'enqueued', 1)
+  later_count(prefix .. 'stats', 'enqueued')
   if pool_id then
     redis.call('SADD', pool_key(prefix, pool_id), id)
     redis.call('RPUSH', inbox_key(prefix, pool_id), record({id, task, payload, '1', retries, timeout}))
-  elseif status == 'scheduled' then
-    wake(k[5], prefix)  -- idle pools plan their next claim from the earliest due time
   end
   return 1
 end

@@ -1,9 +1,7 @@
 -- tick: run one tick of a recurring schedule: enqueue its job and advance its next run, in
 -- one step, only if the schedule still holds the next run and spec the caller planned from
--- KEYS[1] job hash        aiotaskq:{Q}:job:<id> of the tick's job
--- KEYS[2..9] scheduled, queued, seq, idle, stats, succeeded, failed, cancelled (as enqueue.lua)
--- KEYS[10] schedules hash, KEYS[11] schedules:next zset, KEYS[12] schedules:last hash
---          (see schedule_set.lua)
+-- KEYS[1] schedules hash, KEYS[2] schedules:next zset, KEYS[3] schedules:last hash
+--         (see schedule_set.lua); the job's keys are built from the prefix, as enqueue.lua does
 -- ARGV[1] schedule key, ARGV[2] the next run the caller saw (epoch ms)
 -- ARGV[3] the spec the caller planned with
 -- ARGV[4] the tick to enqueue a job for (epoch ms; '' = none: missed ticks skipped)
@@ -18,8 +16,8 @@
 -- deduplication alone would not do: a fast tick's job may have ended (and its id be free
 -- again) before a slower pool looks at the same tick; the next-run check cannot be fooled.
 local key, seen, spec, fire, next_run = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local current = redis.call('ZSCORE', KEYS[11], key)
-if not current or tonumber(current) ~= seen or redis.call('HGET', KEYS[10], key) ~= spec then
+local current = redis.call('ZSCORE', KEYS[2], key)
+if not current or tonumber(current) ~= seen or redis.call('HGET', KEYS[1], key) ~= spec then
   return 0
 end
 local now = now_ms()
@@ -27,17 +25,19 @@ if seen > now or (fire ~= '' and tonumber(fire) > now) then
   return -1
 end
 if next_run == '' then
-  redis.call('ZREM', KEYS[11], key)
+  redis.call('ZREM', KEYS[2], key)
 elseif tonumber(next_run) <= seen then
   return redis.error_reply('tick: the next run must be later than the one seen')
 else
-  redis.call('ZADD', KEYS[11], next_run, key)
+  redis.call('ZADD', KEYS[2], next_run, key)
 end
 if fire == '' then
   return 2
 end
-redis.call('HSET', KEYS[12], key, fire)
-if enqueue_job(KEYS, ARGV[6], ARGV[7], ARGV[8], ARGV[9], '', '', '', fire, ARGV[10]) == 1 then
+redis.call('HSET', KEYS[3], key, fire)
+local code = enqueue_job(ARGV[10], now, ARGV[6], ARGV[7], ARGV[8], ARGV[9], '', '', '', fire, nil)
+flush()
+if code == 1 then
   return 1
 end
 return 2
