@@ -44,7 +44,7 @@ end
 -- one SREM per pool set, one HINCRBY per counter, one trim per ended zset, one wake-up.
 -- (Per job, it cost settle.lua more Redis time than the rest of a job's outcome.)
 -- Every script that runs finish_job, fail_job, give_back_job or close_job calls flush().
-local later = {srem = {}, incr = {}, trim = {}, wake = nil}
+local later = {srem = {}, zadd = {}, incr = {}, trim = {}, wake = nil}
 
 local function later_srem(set, id)
   local ids = later.srem[set]
@@ -64,6 +64,16 @@ local function later_count(stats, field)
   counts[field] = (counts[field] or 0) + 1
 end
 
+local function later_zadd(zset, score, id)
+  local entries = later.zadd[zset]
+  if not entries then
+    entries = {}
+    later.zadd[zset] = entries
+  end
+  entries[#entries + 1] = score
+  entries[#entries + 1] = id
+end
+
 -- Ended zsets keep ids until the longest keep time of the jobs ended in this call.
 local function later_trim(zset, cutoff)
   local old = later.trim[zset]
@@ -78,6 +88,11 @@ local function flush()
       redis.call('SREM', set, unpack(ids, i, math.min(i + 999, #ids)))
     end
   end
+  for zset, entries in pairs(later.zadd) do
+    for i = 1, #entries, 1000 do
+      redis.call('ZADD', zset, unpack(entries, i, math.min(i + 999, #entries)))
+    end
+  end
   for stats, counts in pairs(later.incr) do
     for field, n in pairs(counts) do
       redis.call('HINCRBY', stats, field, n)
@@ -89,7 +104,7 @@ local function flush()
   if later.wake then
     wake(later.wake[1], later.wake[2])
   end
-  later = {srem = {}, incr = {}, trim = {}, wake = nil}
+  later = {srem = {}, zadd = {}, incr = {}, trim = {}, wake = nil}
 end
 
 -- A claimed job as one string, for a pool's inbox: each field as <length>:<bytes>
@@ -111,23 +126,28 @@ end
 -- The fields that make a job active under pool_id at its attempt number, and its max
 -- retries: a job enqueued without them takes the default pools registered in the
 -- tasks hash (a producer may enqueue by name a task it does not know).
+local task_retries = {}  -- this call's lookups in the tasks hash
 local function active_fields(prefix, pool_id, now, task, retries, attempts)
   local fields = {'status', 'active', 'pool', pool_id, 'start_at', int(now), 'attempts', attempts}
   if not retries or retries == '' then
-    retries = redis.call('HGET', prefix .. 'tasks', task) or '0'
+    retries = task_retries[task]
+    if not retries then
+      retries = redis.call('HGET', prefix .. 'tasks', task) or '0'
+      task_retries[task] = retries
+    end
     fields[#fields + 1] = 'retries'
     fields[#fields + 1] = retries
   end
   return fields, retries
 end
 
--- queued -> active under pool_id (claim.lua). f holds the job's task, payload, retries,
--- timeout and attempts. Returns the claimed job's fields, as an inbox record holds them.
+-- queued -> active under pool_id (claim.lua; the caller adds the id to the pool's set).
+-- f holds the job's task, payload, retries, timeout and attempts. Returns the claimed
+-- job's fields, as an inbox record holds them.
 local function activate(prefix, job_key, id, pool_id, now, f)
   local attempts = tostring((tonumber(f[5]) or 0) + 1)
   local fields, retries = active_fields(prefix, pool_id, now, f[1], f[3], attempts)
   redis.call('HSET', job_key, unpack(fields))
-  redis.call('SADD', pool_key(prefix, pool_id), id)
   return {id, f[1], f[2], attempts, retries, f[4] or ''}
 end
 
@@ -158,7 +178,7 @@ local function close_job(job_key, id, status, zset, now, keep_ms, channel, field
       f[#f + 1] = v
     end
     redis.call('HSET', job_key, unpack(f))
-    redis.call('ZADD', zset, int(now), id)
+    later_zadd(zset, int(now), id)
     if keep_ms > 0 then
       redis.call('PEXPIRE', job_key, int(keep_ms))
       later_trim(zset, now - keep_ms)

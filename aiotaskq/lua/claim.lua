@@ -44,6 +44,7 @@ redis.call('DEL', KEYS[7])
 
 if want > got then
   local popped = redis.call('ZPOPMIN', KEYS[2], want - got)
+  local ids = {}
   for i = 1, #popped, 2 do
     local id = popped[i]
     local job_key = prefix .. 'job:' .. id
@@ -52,9 +53,13 @@ if want > got then
       for _, v in ipairs(activate(prefix, job_key, id, pool_id, now, f)) do
         out[#out + 1] = v
       end
-      got = got + 1
+      ids[#ids + 1] = id
     end
   end
+  for i = 1, #ids, 1000 do
+    redis.call('SADD', KEYS[4], unpack(ids, i, math.min(i + 999, #ids)))
+  end
+  got = got + #ids
 end
 if got < want then
   redis.call('ZADD', KEYS[6], want - got, pool_id)
