@@ -36,7 +36,6 @@ class Keys:
         "schedules_last",
         "schedules_next",
         "schedules_wake",
-        "seq",
         "stats",
         "succeeded",
         "tasks",
@@ -46,8 +45,7 @@ class Keys:
         p = f"{PREFIX}:{{{validate_queue_name(queue)}}}:"
         self.prefix = p
         self.scheduled = p + "scheduled"  # zset: due time ms -> id
-        self.queued = p + "queued"  # zset: priority/FIFO score -> id
-        self.seq = p + "seq"  # string: FIFO counter
+        self.queued = p + "queued"  # zset: priority bands that hold jobs, scored -priority (see band())
         self.idle = p + "idle"  # zset: idle pool id -> free slots it registered (see claim.lua)
         self.pools = p + "pools"  # zset: pool id -> last heartbeat ms
         self.succeeded = p + "succeeded"  # zsets: end time ms -> id
@@ -64,6 +62,10 @@ class Keys:
     def job(self, job_id: str) -> str:
         """Hash holding one job."""
         return f"{self.prefix}job:{job_id}"
+
+    def band(self, priority: int | str) -> str:
+        """List of the jobs waiting at one priority, in FIFO order."""
+        return f"{self.prefix}queued:{priority}"
 
     def pool(self, pool_id: str) -> str:
         """Set of the job ids a pool holds."""

@@ -135,7 +135,7 @@ class Scripts:
             await self._call(
                 "cancel",
                 [k.job(job_id), k.scheduled, k.queued, k.cancelled, k.stats],
-                [job_id, keep_ms, k.done(job_id), k.abort],
+                [job_id, keep_ms, k.done(job_id), k.abort, k.prefix],
             )
         )
 
@@ -151,7 +151,7 @@ class Scripts:
 
     async def requeue_failed(self, ids: list[str], batch: int) -> int:
         k = self.keys
-        return int(await self._call("requeue_failed", [k.failed, k.queued, k.seq, k.idle], [k.prefix, batch, *ids]))
+        return int(await self._call("requeue_failed", [k.failed, k.queued, k.idle], [k.prefix, batch, *ids]))
 
     async def purge(self, status: str, zset: str, batch: int) -> tuple[int, int]:
         taken, deleted = await self._call("purge", [zset], [self.keys.prefix, status, batch])
@@ -219,7 +219,7 @@ class Scripts:
         return list(
             await self._call(
                 "claim",
-                [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.seq, k.idle, k.inbox(pool_id)],
+                [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.idle, k.inbox(pool_id)],
                 [pool_id, want, k.prefix],
             )
         )
@@ -288,7 +288,7 @@ class Scripts:
         k = self.keys
         out = await self._call(
             "reap",
-            [k.pools, k.queued, k.failed, k.cancelled, k.seq, k.stats, k.idle],
+            [k.pools, k.queued, k.failed, k.cancelled, k.stats, k.idle],
             [k.prefix, stale_ms, keep_ms, own_pool_id],
         )
         return [int(x) for x in out]

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, overload
+from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -339,9 +339,15 @@ class Queue:
                 if len(ids) >= limit:
                     break
             raw = ids[:limit]
-        elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):
-            zset = k.scheduled if status is JobStatus.SCHEDULED else k.queued
-            raw = await r.zrange(zset, 0, limit - 1)  # type: ignore[assignment]
+        elif status is JobStatus.SCHEDULED:
+            raw = await r.zrange(k.scheduled, 0, limit - 1)  # type: ignore[assignment]
+        elif status is JobStatus.QUEUED:  # the order of claiming: highest priority band first, FIFO in each
+            raw = []
+            bands: list[bytes] = await r.zrange(k.queued, 0, -1)  # type: ignore[assignment]
+            for band in bands:
+                raw += cast(list[bytes], await r.lrange(k.band(band.decode()), 0, limit - len(raw) - 1))
+                if len(raw) >= limit:
+                    break
         else:
             raw = await r.zrevrange(k.ended(status.value), 0, limit - 1)  # type: ignore[assignment]
         return [x.decode() for x in raw]

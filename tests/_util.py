@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -85,3 +85,12 @@ async def queue_keys(queue: Queue) -> list[bytes]:
     """Every Redis key of the queue (its ``aiotaskq:{Q}:`` prefix)."""
     pattern = "".join("\\" + c if c in "*?[]\\" else c for c in queue.keys.prefix) + "*"
     return sorted([k async for k in queue.redis.scan_iter(match=pattern)])
+
+
+async def queued_ids(q: Queue) -> list[bytes]:
+    """The ids waiting in ``queued``, in the order a claim takes them (highest band first)."""
+    out: list[bytes] = []
+    bands: list[bytes] = await q.redis.zrange(q.keys.queued, 0, -1)  # type: ignore[assignment]
+    for band in bands:
+        out += cast(list[bytes], await q.redis.lrange(q.keys.band(band.decode()), 0, -1))
+    return out

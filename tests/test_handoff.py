@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import cast
 
 import anyio
-from _util import run_pool
+from _util import queued_ids, run_pool
 
 from aiotaskq import JobStatus, Pool, Queue
 from aiotaskq._runner import _record_fields
@@ -48,7 +48,7 @@ async def test_a_due_job_goes_to_the_idle_pool_with_the_most_free_slots(queue: Q
     assert h["retries"] == b"3"  # resolved from the tasks hash, as a claim does
     assert "start_at" in h
     assert await queue.redis.smembers(k.pool("big")) == {b"j"}
-    assert await queue.redis.zcard(k.queued) == 0
+    assert await queued_ids(queue) == []
     records = await queue.redis.lrange(k.inbox("big"), 0, -1)
     assert [_record_fields(cast(bytes, r)) for r in records] == [[b"j", b"t", PAYLOAD, b"1", b"3", b""]]
     assert await queue.redis.zscore(k.idle, "big") == 4  # one slot taken
@@ -59,7 +59,7 @@ async def test_a_due_job_goes_to_the_idle_pool_with_the_most_free_slots(queue: Q
         await enqueue(queue, f"more{i}")
     assert await queue.redis.zcard(k.idle) == 0
     assert await queue.redis.llen(k.inbox("big")) == 5 and await queue.redis.llen(k.inbox("small")) == 2
-    assert await queue.redis.zrange(k.queued, 0, -1) == [b"more6"]
+    assert await queued_ids(queue) == [b"more6"]
 
 
 async def test_a_duplicate_id_is_not_handed_over_twice(queue: Queue) -> None:
@@ -84,7 +84,8 @@ async def test_a_claim_takes_the_inbox_first_and_registers_what_is_left(queue: Q
     await idle_pool(queue, "P", 4)
     await enqueue(queue, "handed", retries=0)
     await queue.redis.rpush(k.inbox("P"), "")  # a wake-up entry is dropped
-    await queue.redis.zadd(k.queued, {"waiting": 0})  # a job queued behind the pool's back
+    await queue.redis.rpush(k.band(0), "waiting")  # a job queued behind the pool's back
+    await queue.redis.zadd(k.queued, {"0": 0})
     await queue.redis.hset(k.job("waiting"), mapping={"task": "t", "payload": PAYLOAD, "status": "queued"})
 
     out = await queue.scripts.claim("P", 4)
@@ -120,7 +121,7 @@ async def test_reconcile_gives_back_what_the_pool_never_started(queue: Queue) ->
     assert await queue.redis.smembers(k.pool("P")) == {b"running"}
     assert await queue.redis.exists(k.inbox("P")) == 0
     assert await queue.redis.zscore(k.idle, "P") is None
-    assert await queue.redis.zrange(k.queued, 0, -1) == [b"lost", b"waiting"]
+    assert await queued_ids(queue) == [b"waiting", b"lost"]  # each given back to the front of its band
 
 
 async def test_the_reaper_gives_back_a_dead_pools_inbox_uncharged(queue: Queue) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _util import must, run_pool, wait_for, wait_status
+from _util import must, queued_ids, run_pool, wait_for, wait_status
 
 from aiotaskq import JobCancelled, JobFailed, JobNotFound, JobStatus, Queue
 
@@ -155,7 +155,7 @@ async def test_cancel_scheduled_and_queued_jobs(queue: Queue) -> None:
     scheduled = must(await never.options(delay=60).enqueue())
     queued = await never.enqueue()
     assert await queue.redis.zscore(k.scheduled, scheduled.id) is not None
-    assert await queue.redis.zscore(k.queued, queued.id) is not None
+    assert queued.id.encode() in await queued_ids(queue)
 
     assert await scheduled.cancel() is True
     assert await queued.cancel() is True
@@ -165,7 +165,7 @@ async def test_cancel_scheduled_and_queued_jobs(queue: Queue) -> None:
         assert info.finished_at is not None and info.attempts == 0
         assert await queue.redis.zscore(k.cancelled, job.id) is not None
     assert await queue.redis.zcard(k.scheduled) == 0
-    assert await queue.redis.zcard(k.queued) == 0
+    assert await queued_ids(queue) == []
     counts = await queue.counts()
     assert counts[JobStatus.CANCELLED] == 2 and counts[JobStatus.SCHEDULED] == counts[JobStatus.QUEUED] == 0
     # A pool started now runs neither: a job enqueued after them is claimed and ends, they stay cancelled.
@@ -305,7 +305,7 @@ async def test_reschedule_a_queued_job_moves_it_to_scheduled(queue: Queue) -> No
     t0 = time.time()
     assert await job.reschedule(delay=timedelta(milliseconds=300)) is True
     assert await job.status() is JobStatus.SCHEDULED
-    assert await queue.redis.zscore(queue.keys.queued, job.id) is None
+    assert job.id.encode() not in await queued_ids(queue)
     async with run_pool(queue, poll_interval=5.0):
         await job.result(timeout=3)
     assert starts[0] - t0 >= 0.3 - 0.002

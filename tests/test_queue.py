@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from _util import must, queue_keys, run_pool, wait_status
+from _util import must, queue_keys, queued_ids, run_pool, wait_status
 
 from aiotaskq import Job, JobFailed, JobNotFound, JobStatus, Queue
 
@@ -34,7 +34,7 @@ async def _snapshot(queue: Queue, job_id: str) -> tuple[Any, ...]:
     return (
         await r.hgetall(k.job(job_id)),
         await r.zrange(k.scheduled, 0, -1, withscores=True),
-        await r.zrange(k.queued, 0, -1, withscores=True),
+        await queued_ids(queue),
         await r.hget(k.stats, "enqueued"),
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _util import queue_keys, run_pool, wait_for, wait_status
+from _util import queue_keys, queued_ids, run_pool, wait_for, wait_status
 
 from aiotaskq import JobStatus, Queue, ScheduleInfo, cli
 from aiotaskq._scheduler import Scheduler
@@ -30,7 +30,10 @@ async def tick_jobs(q: Queue, key: str) -> dict[int, bytes]:
     out: dict[int, bytes] = {}
     k = q.keys
     for zset in (k.scheduled, k.queued, k.succeeded, k.failed, k.cancelled):
-        raws: list[bytes] = await q.redis.zrange(zset, 0, -1)  # type: ignore[assignment]
+        if zset == k.queued:
+            raws = await queued_ids(q)
+        else:
+            raws = await q.redis.zrange(zset, 0, -1)  # type: ignore[assignment]
         for raw in raws:
             jid = raw.decode()
             if jid.startswith(prefix):

@@ -6,6 +6,7 @@ from typing import Any, cast
 
 import anyio
 import pytest
+from _util import queued_ids
 
 from aiotaskq import Queue
 from aiotaskq._scripts import Outcome
@@ -58,7 +59,7 @@ async def test_enqueue_writes_the_hash_and_a_zset_and_dedups(queue: Queue) -> No
     assert (h["prio"], h["retries"]) == (b"5", b"1")
     # Defaults are left out to save memory: attempts 0, no timeout, due now.
     assert "attempts" not in h and "timeout" not in h and "due_at" not in h
-    assert await queue.redis.zscore(k.queued, "a") is not None
+    assert await queued_ids(queue) == [b"a"]
     assert await enqueue(queue, "a") == 0  # deduplicated while queued
     assert await enqueue(queue, "b", delay=30) == 1
     b = await job(queue, "b")
@@ -79,7 +80,7 @@ async def test_claim_marks_the_job_active_in_the_same_call(queue: Queue) -> None
     assert h["status"] == b"active" and h["pool"] == b"P" and h["attempts"] == b"1"
     assert abs(int(h["start_at"]) - await redis_ms(queue)) < 1000
     assert await queue.redis.smembers(k.pool("P")) == {b"j"}
-    assert await queue.redis.zcard(k.queued) == 0
+    assert await queued_ids(queue) == []
     assert await queue.redis.zscore(k.idle, "P") == 4  # wanted 5, got 1: idle with 4 free slots
 
 
@@ -110,7 +111,7 @@ async def test_claim_from_an_unregistered_pool_is_refused(queue: Queue) -> None:
     await enqueue(queue, "j")
     assert await queue.scripts.claim("ghost", 1) == [-1, -1, 0]
     assert (await job(queue, "j"))["status"] == b"queued"
-    assert await queue.redis.zcard(queue.keys.queued) == 1
+    assert len(await queued_ids(queue)) == 1
     assert not await queue.redis.exists(queue.keys.pool("ghost"))
 
 
@@ -197,7 +198,7 @@ async def test_reap_requeues_the_jobs_of_a_stale_pool_and_charges_the_attempt(qu
     assert await s.reap(stale_ms=1000, keep_ms=KEEP_MS, own_pool_id="live") == [1, 1, 0]
     h = await job(queue, "j")
     assert h["status"] == b"queued" and h["attempts"] == b"1"
-    assert await queue.redis.zscore(k.queued, "j") is not None
+    assert b"j" in await queued_ids(queue)
     assert await queue.redis.zscore(k.pools, "dead") is None
     assert await queue.redis.zscore(k.pools, "live") is not None
     assert not await queue.redis.exists(k.pool("dead"))
@@ -229,7 +230,7 @@ async def test_reap_fails_a_job_out_of_retries_with_worker_lost(queue: Queue) ->
     assert h["status"] == b"failed"
     assert h["error"].startswith(b"WorkerLost:") and b"dead" in h["error"]
     assert await queue.redis.zscore(k.failed, "j") is not None
-    assert await queue.redis.zcard(k.queued) == 0
+    assert await queued_ids(queue) == []
 
 
 async def _next_message(pubsub: Any) -> dict[str, Any]:
@@ -254,7 +255,7 @@ async def test_cancel_requested_job_of_a_dead_pool_ends_cancelled(queue: Queue) 
     assert await s.reap(stale_ms=1000, keep_ms=KEEP_MS, own_pool_id="live") == [1, 0, 0]
     assert (await job(queue, "j"))["status"] == b"cancelled"
     assert await queue.redis.zscore(k.cancelled, "j") is not None
-    assert await queue.redis.zcard(k.queued) == 0
+    assert await queued_ids(queue) == []
 
 
 async def test_cancel_script_by_status(queue: Queue) -> None:
@@ -265,7 +266,7 @@ async def test_cancel_script_by_status(queue: Queue) -> None:
     assert await s.cancel("s", KEEP_MS) == 1
     assert await s.cancel("q", KEEP_MS) == 0  # already ended
     assert await s.cancel("missing", KEEP_MS) == 0
-    assert await queue.redis.zcard(k.queued) == await queue.redis.zcard(k.scheduled) == 0
+    assert await queued_ids(queue) == [] and await queue.redis.zcard(k.scheduled) == 0
     assert set(await queue.redis.zrange(k.cancelled, 0, -1)) == {b"q", b"s"}
 
 
@@ -337,6 +338,36 @@ async def test_one_enqueue_call_writes_a_batch_with_one_code_per_job(queue: Queu
     jobs = [("a", PAYLOAD), ("b", PAYLOAD), ("c", PAYLOAD)]
     call = s.enqueue("t", jobs, priority=0, retries=None, timeout=None, delay=None, at_ms=None)
     assert await s.run(call) == [1, 0, 1]  # "b" is already queued: deduplicated
-    assert await queue.redis.zrange(k.queued, 0, -1) == [b"b", b"a", b"c"]  # FIFO across and within calls
+    assert await queued_ids(queue) == [b"b", b"a", b"c"]  # FIFO across and within calls
     assert await queue.redis.hget(k.stats, "enqueued") == b"3"
     assert (await job(queue, "c"))["enq_at"] == (await job(queue, "a"))["enq_at"]  # one TIME per call
+
+
+async def test_waiting_jobs_live_in_one_list_per_priority_band(queue: Queue) -> None:
+    k, s = queue.keys, queue.scripts
+    for job_id, prio in [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", 0)]:
+        await enqueue(queue, job_id, priority=prio)
+    assert await queued_ids(queue) == [b"b", b"d", b"a", b"c", b"e"]
+    assert await queue.redis.zrange(k.queued, 0, -1) == [b"5", b"0"]  # highest band first
+    assert await queue.redis.lrange(k.band(5), 0, -1) == [b"b", b"d"]
+
+    assert await s.cancel("d", KEEP_MS) == 1  # taken out of the middle of its band
+    assert await s.cancel("c", KEEP_MS) == 1
+    assert await queued_ids(queue) == [b"b", b"a", b"e"]
+    await register(queue, "P")
+    _, attempt = await claim_one(queue, "P")  # "b": band 5 is now empty and leaves the zset
+    assert await queue.redis.zrange(k.queued, 0, -1) == [b"0"]
+    assert not await queue.redis.exists(k.band(5))
+
+    assert await s.run(s.requeue("b", "P", attempt)) == 1  # given back: the front of its band
+    assert await queued_ids(queue) == [b"b", b"a", b"e"]
+    out = await s.claim("P", 2)
+    assert [out[i] for i in range(3, len(out), 6)] == [b"b", b"a"]
+    assert await s.reschedule("e", delay=60, at_ms=None) == 1  # out of its band, into scheduled
+    assert await queued_ids(queue) == [] and await queue.redis.zcard(k.queued) == 0
+
+    await enqueue(queue, "f", priority=-3)
+    await enqueue(queue, "g")
+    assert await queue.purge("queued") == 2
+    assert await queued_ids(queue) == [] and await queue.redis.zcard(k.queued) == 0
+    assert not await queue.redis.exists(k.job("f"), k.job("g"))

@@ -12,12 +12,57 @@ local function int(x)
   return string.format('%.0f', x)
 end
 
--- Score in the `queued` zset: priority band first (higher priority, lower
--- score), then FIFO sequence inside the band. Exact in a double up to 2^53.
-local PMAX = 1000
-local SEQ_SPAN = 4294967296
-local function queue_score(prio, seq)
-  return int((PMAX - (tonumber(prio) or 0)) * SEQ_SPAN + (seq % SEQ_SPAN))
+-- Waiting jobs: one list per priority band, aiotaskq:{Q}:queued:<prio>, in FIFO order;
+-- the zset `queued` holds the bands that have jobs, scored -prio (highest first).
+-- (A list entry costs ~18 bytes of Redis memory where a zset entry cost ~120.)
+local function band_key(prefix, prio)
+  return prefix .. 'queued:' .. prio
+end
+
+-- Add a waiting job at the back of its band, or at the front (a job given back).
+local function push_queued(prefix, prio, id, front)
+  prio = tostring(tonumber(prio) or 0)
+  local n
+  if front then
+    n = redis.call('LPUSH', band_key(prefix, prio), id)
+  else
+    n = redis.call('RPUSH', band_key(prefix, prio), id)
+  end
+  if n == 1 then
+    redis.call('ZADD', prefix .. 'queued', -tonumber(prio), prio)
+  end
+end
+
+-- Take a waiting job out of its band (cancel, reschedule): a scan of that band.
+local function remove_queued(prefix, prio, id)
+  prio = tostring(tonumber(prio) or 0)
+  local key = band_key(prefix, prio)
+  redis.call('LREM', key, 1, id)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', prefix .. 'queued', prio)
+  end
+end
+
+-- Pop up to n waiting ids: highest band first, FIFO within a band.
+local function pop_queued(prefix, n)
+  local ids = {}
+  if n <= 0 then
+    return ids
+  end
+  for _, prio in ipairs(redis.call('ZRANGE', prefix .. 'queued', 0, -1)) do
+    local key, want = band_key(prefix, prio), n - #ids
+    local got = redis.call('LPOP', key, want) or {}
+    for _, id in ipairs(got) do
+      ids[#ids + 1] = id
+    end
+    if #got < want or redis.call('EXISTS', key) == 0 then
+      redis.call('ZREM', prefix .. 'queued', prio)
+    end
+    if #ids >= n then
+      break
+    end
+  end
+  return ids
 end
 
 -- Keys of one pool, built from the queue's prefix (they share its hash tag).
@@ -190,14 +235,13 @@ local function close_job(job_key, id, status, zset, now, keep_ms, channel, field
 end
 
 -- Store a new job, queued or scheduled: the body of enqueue.lua, shared with tick.lua.
--- Every key is built from the queue's prefix. seq: the job's FIFO number when the caller
--- drew a range of them (nil: drawn here). prio, retries, timeout, delay_ms, at_ms as
+-- Every key is built from the queue's prefix. prio, retries, timeout, delay_ms, at_ms as
 -- enqueue.lua's ARGV[3..7]. Returns 1 when written, 0 when a job with this id is
 -- scheduled, queued or active. The caller runs flush() (the enqueued counter, wake-ups).
 -- A job due now goes straight to an idle pool when there is one (the hand-off: active
 -- under that pool, its record pushed to the pool's inbox, on which the pool blocks),
 -- so it starts one round trip after it was sent; otherwise it waits in `queued`.
-local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeout, delay_ms, at_ms, seq)
+local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeout, delay_ms, at_ms)
   local job_key = prefix .. 'job:' .. id
   local status = redis.call('HGET', job_key, 'status')
   if status == 'scheduled' or status == 'queued' or status == 'active' then
@@ -227,7 +271,7 @@ local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeou
       later.no_idle = not pool_id  -- no pool goes idle while this script runs
     end
     if not pool_id then
-      redis.call('ZADD', prefix .. 'queued', queue_score(prio, seq or redis.call('INCR', prefix .. 'seq')), id)
+      push_queued(prefix, prio, id)
     end
   end
   -- Fields that hold their default are left out (memory per waiting job): prio 0,
@@ -314,14 +358,14 @@ end
 
 -- active -> queued, uncharged, at the front of its priority band (requeue.lua, settle.lua,
 -- reconcile.lua). Returns 1, or -1 when fenced out.
-local function give_back_job(job_key, pool_set, queued, idle, id, pool_id, attempt, prefix)
+local function give_back_job(job_key, pool_set, idle, id, pool_id, attempt, prefix)
   local f = owned(job_key, pool_id, attempt, 'prio')
   if not f then
     return -1
   end
   later_srem(pool_set, id)
   redis.call('HSET', job_key, 'status', 'queued', 'attempts', int(tonumber(f[3]) - 1))
-  redis.call('ZADD', queued, queue_score(f[4], 0), id)
+  push_queued(prefix, f[4], id, true)
   later.wake = {idle, prefix}
   return 1
 end

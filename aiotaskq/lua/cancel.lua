@@ -1,16 +1,21 @@
 -- cancel: scheduled | queued -> cancelled; active -> (abort asked of its pool)
--- KEYS[1] job hash, KEYS[2] scheduled zset, KEYS[3] queued zset
+-- KEYS[1] job hash, KEYS[2] scheduled zset, KEYS[3] queued zset (bands)
 -- KEYS[4] cancelled zset, KEYS[5] stats hash
 -- ARGV[1] id, ARGV[2] keep ms, ARGV[3] done channel, ARGV[4] abort channel
+-- ARGV[5] key prefix aiotaskq:{Q}: (the job's band list)
 -- Returns 1 when cancelled, 2 when the running attempt was asked to stop
 -- (the owner pool cancels it and records `cancelled`; if that pool dies
 -- first, the stale-pool reaper records it), 0 when the job is missing or
 -- already finished. Time: Redis TIME.
 local job_key, id = KEYS[1], ARGV[1]
-local status = redis.call('HGET', job_key, 'status')
+local f = redis.call('HMGET', job_key, 'status', 'prio')
+local status = f[1]
 if status == 'scheduled' or status == 'queued' then
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
+  if status == 'scheduled' then
+    redis.call('ZREM', KEYS[2], id)
+  else
+    remove_queued(ARGV[5], f[2], id)
+  end
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
   close_job(job_key, id, 'cancelled', KEYS[4], now_ms(), ARGV[2], ARGV[3])
   flush()

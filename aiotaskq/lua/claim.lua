@@ -1,8 +1,9 @@
 -- claim: scheduled -> queued (due ones), then queued -> active (a batch)
--- KEYS[1] scheduled zset, KEYS[2] queued zset, KEYS[3] pools zset (pool id -> heartbeat ms)
+-- KEYS[1] scheduled zset, KEYS[2] queued zset (bands; the band lists queued:<prio> are
+--         built from the prefix), KEYS[3] pools zset (pool id -> heartbeat ms)
 -- KEYS[4] pool set        aiotaskq:{Q}:pool:<pool id>, the ids this pool holds
--- KEYS[5] seq string, KEYS[6] idle zset (pool id -> free slots registered)
--- KEYS[7] inbox list      aiotaskq:{Q}:inbox:<pool id>, jobs handed to this pool
+-- KEYS[5] idle zset (pool id -> free slots registered)
+-- KEYS[6] inbox list      aiotaskq:{Q}:inbox:<pool id>, jobs handed to this pool
 -- ARGV[1] pool id, ARGV[2] max jobs to take, ARGV[3] key prefix aiotaskq:{Q}:
 -- Returns {code, next_due_in_ms, handed, record..., id, task, payload, attempts, retries, timeout, ...}:
 --   code -1: this pool is not registered (declared dead): register afresh first.
@@ -25,7 +26,7 @@ for _, id in ipairs(due) do
   local job_key = prefix .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'status', 'prio')
   if f[1] then
-    redis.call('ZADD', KEYS[2], queue_score(f[2], redis.call('INCR', KEYS[5])), id)
+    push_queued(prefix, f[2], id)
     redis.call('HSET', job_key, 'status', 'queued')
   end
   redis.call('ZREM', KEYS[1], id)
@@ -33,20 +34,18 @@ end
 
 local out = {0, -1, 0}
 local got = 0
-for _, rec in ipairs(redis.call('LRANGE', KEYS[7], 0, -1)) do
+for _, rec in ipairs(redis.call('LRANGE', KEYS[6], 0, -1)) do
   if rec ~= '' then
     out[#out + 1] = rec
     got = got + 1
   end
 end
 out[3] = got
-redis.call('DEL', KEYS[7])
+redis.call('DEL', KEYS[6])
 
 if want > got then
-  local popped = redis.call('ZPOPMIN', KEYS[2], want - got)
   local ids = {}
-  for i = 1, #popped, 2 do
-    local id = popped[i]
+  for _, id in ipairs(pop_queued(prefix, want - got)) do
     local job_key = prefix .. 'job:' .. id
     local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout', 'attempts')
     if f[1] then
@@ -62,9 +61,9 @@ if want > got then
   got = got + #ids
 end
 if got < want then
-  redis.call('ZADD', KEYS[6], want - got, pool_id)
+  redis.call('ZADD', KEYS[5], want - got, pool_id)
 else
-  redis.call('ZREM', KEYS[6], pool_id)
+  redis.call('ZREM', KEYS[5], pool_id)
 end
 
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

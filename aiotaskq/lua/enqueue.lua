@@ -1,8 +1,8 @@
 -- enqueue: (new) -> scheduled | queued, for one job or a batch of one task's jobs that
 -- share one option set (Task.enqueue_many)
 -- KEYS[1] queued zset     routes the call to the queue's hash slot; the other keys are
---                         built from the prefix: job:<id> hashes, scheduled, queued, seq,
---                         idle, stats, the ended zsets, and for a hand-off pool:<id>,
+--                         built from the prefix: job:<id> hashes, scheduled, the queued
+--                         bands (queued:<prio>), idle, stats, the ended zsets, and for a hand-off pool:<id>,
 --                         inbox:<id> and tasks (see enqueue_job in _lib.lua)
 -- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] task name, ARGV[3] priority
 -- ARGV[4] max retries ('' = the task's default, resolved at claim)
@@ -17,12 +17,10 @@
 -- Time: Redis TIME, read once, so a delay is measured on the clock that claims use.
 local prefix, task = ARGV[1], ARGV[2]
 local now = now_ms()
-local n = (#ARGV - 7) / 2
-local last = redis.call('INCRBY', prefix .. 'seq', n)
 local out = {}
-for i = 1, n do
+for i = 1, (#ARGV - 7) / 2 do
   out[i] = enqueue_job(prefix, now, ARGV[6 + 2 * i], task, ARGV[7 + 2 * i], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-    ARGV[7], last - n + i)
+    ARGV[7])
 end
 flush()
 return out

@@ -1,6 +1,6 @@
 -- reap: active jobs of dead pools -> queued | failed | cancelled
--- KEYS[1] pools zset, KEYS[2] queued zset, KEYS[3] failed zset
--- KEYS[4] cancelled zset, KEYS[5] seq string, KEYS[6] stats hash, KEYS[7] idle zset
+-- KEYS[1] pools zset, KEYS[2] queued zset (bands), KEYS[3] failed zset
+-- KEYS[4] cancelled zset, KEYS[5] stats hash, KEYS[6] idle zset
 -- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] stale timeout ms, ARGV[3] keep ms
 -- ARGV[4] the calling pool's id (never reaps itself)
 -- A pool whose last heartbeat is older than the stale timeout is removed and
@@ -28,17 +28,17 @@ local function requeue_job(pool_id, id, unstarted)
     f[3] = '0'
   end
   if f[6] == '1' then
-    redis.call('HINCRBY', KEYS[6], 'cancelled', 1)
+    redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
     close_job(job_key, id, 'cancelled', KEYS[4], now, keep_ms, channel)
   elseif tonumber(f[3]) > (tonumber(f[4]) or 0) then
     redis.call('HSET', job_key, 'error', 'WorkerLost: the pool running this job (' .. pool_id ..
       ') stopped sending heartbeats; attempt ' .. f[3] .. ' was lost and no retries are left', 'tb', '')
-    redis.call('HINCRBY', KEYS[6], 'failed', 1)
+    redis.call('HINCRBY', KEYS[5], 'failed', 1)
     close_job(job_key, id, 'failed', KEYS[3], now, -1, channel)
     failed = failed + 1
   else
     redis.call('HSET', job_key, 'status', 'queued')
-    redis.call('ZADD', KEYS[2], queue_score(f[5], redis.call('INCR', KEYS[5])), id)
+    push_queued(prefix, f[5], id)
     requeued = requeued + 1
   end
 end
@@ -47,7 +47,7 @@ for _, pool_id in ipairs(dead) do
   if pool_id ~= ARGV[4] then
     reaped = reaped + 1
     redis.call('ZREM', KEYS[1], pool_id)
-    redis.call('ZREM', KEYS[7], pool_id)
+    redis.call('ZREM', KEYS[6], pool_id)
     redis.call('DEL', prefix .. 'pool:' .. pool_id .. ':info')
     local unstarted = {}
     for _, rec in ipairs(redis.call('LRANGE', inbox_key(prefix, pool_id), 0, -1)) do
@@ -63,8 +63,8 @@ for _, pool_id in ipairs(dead) do
   end
 end
 if requeued > 0 then
-  redis.call('HINCRBY', KEYS[6], 'requeued', requeued)
-  wake(KEYS[7], prefix)
+  redis.call('HINCRBY', KEYS[5], 'requeued', requeued)
+  wake(KEYS[6], prefix)
 end
 flush()
 return {reaped, requeued, failed}

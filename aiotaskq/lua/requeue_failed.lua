@@ -1,5 +1,5 @@
 -- requeue_failed: failed -> queued (attempts and last error reset)
--- KEYS[1] failed zset, KEYS[2] queued zset, KEYS[3] seq string, KEYS[4] idle zset
+-- KEYS[1] failed zset, KEYS[2] queued zset (bands), KEYS[3] idle zset
 -- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] batch size
 -- ARGV[4..] ids to requeue; with none, the oldest `batch size` failed jobs.
 -- Returns how many jobs were requeued (ids that are not failed are skipped).
@@ -18,12 +18,12 @@ for _, id in ipairs(ids) do
   if f[1] == 'failed' then
     redis.call('HSET', job_key, 'status', 'queued', 'attempts', 0)
     redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'duration')
-    redis.call('ZADD', KEYS[2], queue_score(f[2], redis.call('INCR', KEYS[3])), id)
+    push_queued(prefix, f[2], id)
     n = n + 1
   end
   redis.call('ZREM', KEYS[1], id)
 end
 if n > 0 then
-  wake(KEYS[4], prefix)
+  wake(KEYS[3], prefix)
 end
 return n

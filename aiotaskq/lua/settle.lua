@@ -26,7 +26,7 @@ for i, o in ipairs(cmsgpack.unpack(ARGV[2])) do
     code = fail_job(job_key, pool_set, KEYS[1], KEYS[4], KEYS[6], KEYS[7], id, pool_id, attempt, data, o[5],
       o[6], prefix .. 'done:' .. id, prefix, now)
   elseif kind == 'requeue' then
-    code = give_back_job(job_key, pool_set, KEYS[2], KEYS[7], id, pool_id, attempt, prefix)
+    code = give_back_job(job_key, pool_set, KEYS[7], id, pool_id, attempt, prefix)
   else
     code = finish_job(job_key, pool_set, ended[kind], KEYS[6], id, pool_id, attempt, kind, data, o[6],
       prefix .. 'done:' .. id, now)
