@@ -252,8 +252,21 @@ class _Params:
             for name, p in self.signature.parameters.items()
             if name in hints and hints[name] is not Any
         }
+        # Positional arguments only, to a plain signature (the common case): no bind() needed,
+        # which cost more than the rest of starting a no-op job.
+        params = list(self.signature.parameters.values())
+        self.plain: tuple[int, list[tuple[str, tuple[inspect._ParameterKind, Any] | None]]] | None = None
+        if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+            required = sum(1 for p in params if p.default is p.empty)
+            self.plain = (required, [(p.name, self.types.get(p.name)) for p in params])
 
     def convert(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        plain = self.plain
+        if plain is not None and not kwargs and plain[0] <= len(args) <= len(plain[1]):
+            for i, (name, spec) in enumerate(plain[1][: len(args)]):
+                if spec is not None:
+                    args[i] = self._convert_one(name, spec, args[i])
+            return args, {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
