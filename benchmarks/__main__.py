@@ -212,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a straight scrip
     print(report.table(runs, systems, cases))
     # Only a standard run (every case and every system, default sizes) replaces the page's figures.
     standard = not (args.quick or args.only or args.set or args.systems) and systems == list(SYSTEMS)
-    if not standard and not args.quick and set(systems) != set(SYSTEMS) and not (args.write or args.output):
-        print(f"peers not installed here: {', '.join(s for s in SYSTEMS if s not in systems)} "
-              f"(pip install -e '.[bench]'); docs/benchmarks.md left as it is", file=sys.stderr)  # fmt: skip
+    left_out = [s for s in SYSTEMS if s not in systems]
+    if not standard and not args.quick and left_out and not (args.write or args.output):
+        why = "left out by --systems" if args.systems else "not installed here (pip install -e '.[bench]')"
+        print(f"systems {why}: {', '.join(left_out)}; docs/benchmarks.md left as it is", file=sys.stderr)
     output = args.output or (ROOT / "docs" / "benchmarks.md" if standard or args.write else None)
     if output is not None and not args.no_write:
         images = charts.draw(runs, systems, cases, output.parent / "img", loop)
