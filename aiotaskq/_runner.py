@@ -249,7 +249,7 @@ class QueueRunner:
         """Start claimed jobs. A job handed over when no slot is free (a pool on several
         queues registers its free slots on each) goes back to the queue, uncharged."""
         no_room = []
-        for job_id, task, payload, attempts, retries, timeout in rows:
+        for job_id, task, payload, attempts, retries, timeout in filter(None, rows):
             job = Claimed(
                 id=job_id.decode(),
                 task=task.decode("utf-8", "replace"),
@@ -274,16 +274,21 @@ class QueueRunner:
 
 
 def _record_fields(rec: bytes) -> list[bytes]:
-    """The fields of a job record from an inbox: each one is <length>:<bytes> (see _lib.lua)."""
+    """The fields of a job record from an inbox: each one is <length>:<bytes> (see _lib.lua).
+    A record that does not parse (written by hand) yields no fields."""
     fields = []
     i = 0
-    while i < len(rec):
-        colon = rec.index(b":", i)
-        end = colon + 1 + int(rec[i:colon])
-        fields.append(rec[colon + 1 : end])
-        i = end
-    if len(fields) != _FIELDS:
-        raise ValueError(f"malformed job record in an inbox: {rec[:80]!r}")
+    try:
+        while i < len(rec):
+            colon = rec.index(b":", i)
+            end = colon + 1 + int(rec[i:colon])
+            fields.append(rec[colon + 1 : end])
+            i = end
+    except ValueError:
+        fields = []
+    if len(fields) != _FIELDS or i != len(rec):
+        log.error("dropped a malformed job record from an inbox: %r (the reconciliation gives its job back)", rec[:80])
+        return []
     return fields
 
 

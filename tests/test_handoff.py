@@ -220,3 +220,19 @@ async def test_a_pool_on_two_queues_never_runs_more_than_its_concurrency(queue: 
     finally:
         await other.redis.flushdb()
         await other.close()
+
+
+async def test_a_malformed_inbox_record_is_dropped_and_the_pool_goes_on(queue: Queue) -> None:
+    ran: list[int] = []
+
+    @queue.task(name="after.garbage")
+    async def work(i: int) -> None:
+        ran.append(i)
+
+    async with run_pool(queue, poll_interval=5.0, idle=True) as pool:
+        inbox = queue.keys.inbox(pool.runners[0].pool_id)
+        await queue.redis.rpush(inbox, b"3:abc9:notenough")
+        await queue.redis.rpush(inbox, b"garbage")
+        j = await work.enqueue(1)
+        await j.result(timeout=5)
+    assert ran == [1]
