@@ -150,7 +150,7 @@ async def _run(ctx: Context, result: Result, q: Queue, tasks: app.Tasks, f: Flee
     result.figures[f"{mode}: cut pools registered afresh after the restore (min / median / max)"] = (
         summary(recovered) + ("" if len(recovered) == len(behind) else f"; {len(behind) - len(recovered)} never")
     )  # fmt: skip
-    result.figures[f"{mode}: every pool subscribed again (wake channel) after the restore"] = (
+    result.figures[f"{mode}: every pool subscribed again (abort channel) after the restore"] = (
         f"{t_listening - t_restore:.2f}s" if listening == 1 + len(behind) else f"no: {listening} subscriber(s)"
     )
     result.figures[f"{mode}: end states"] = statuses_text(t.statuses)
@@ -168,7 +168,7 @@ async def _run(ctx: Context, result: Result, q: Queue, tasks: app.Tasks, f: Flee
     result.check(f"{mode}: every cut pool registered afresh by itself within {p['recover']:g}s",
                  len(recovered) == len(behind))  # fmt: skip
     result.check(f"{mode}: every cut pool ran jobs after the restore", all(w.pid in ran_after for w in behind))
-    result.check(f"{mode}: every cut pool listens again (PUBSUB NUMSUB of the wake channel: {listening}, "
+    result.check(f"{mode}: every cut pool listens again (PUBSUB NUMSUB of the abort channel: {listening}, "
                  f"expected {1 + len(behind)})", listening == 1 + len(behind))  # fmt: skip
     for w in behind:
         if w.pid not in back:
@@ -204,8 +204,8 @@ async def _wait_back(q: Queue, behind: list[Worker], first_ids: dict[int, str], 
 
 
 async def _wait_subscribed(q: Queue, expected: int, deadline: float) -> tuple[int, float]:
-    """Pools subscribed to the queue's wake channel once it is ``expected`` or at the deadline, and
-    when (a pool whose pub/sub connection hangs on a dead socket never hears a wake-up again)."""
+    """Pools subscribed to the queue's abort channel once it is ``expected`` or at the deadline, and
+    when (a pool whose pub/sub connection hangs on a dead socket never hears a cancellation again)."""
     while True:
         (_, n), *_ = await q.redis.pubsub_numsub(q.keys.abort)
         if n >= expected or time.monotonic() >= deadline:
