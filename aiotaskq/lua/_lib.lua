@@ -86,35 +86,34 @@ local function wake(idle_key, prefix)
 end
 
 -- Bookkeeping that the transitions of one call share, done once by flush() at its end:
--- one SREM per pool set, one HINCRBY per counter, one trim per ended zset, one wake-up.
+-- one SREM per pool set, one ZADD per ended zset, one HINCRBY per counter, one trim per
+-- ended zset, one wake-up.
 -- (Per job, it cost settle.lua more Redis time than the rest of a job's outcome.)
 -- Every script that runs finish_job, fail_job, give_back_job or close_job calls flush().
 local later = {srem = {}, zadd = {}, incr = {}, trim = {}, wake = nil}
 
-local function later_srem(set, id)
-  local ids = later.srem[set]
-  if not ids then
-    ids = {}
-    later.srem[set] = ids
+-- The table under key in t, created when missing.
+local function bucket(t, key)
+  local b = t[key]
+  if not b then
+    b = {}
+    t[key] = b
   end
+  return b
+end
+
+local function later_srem(set, id)
+  local ids = bucket(later.srem, set)
   ids[#ids + 1] = id
 end
 
 local function later_count(stats, field)
-  local counts = later.incr[stats]
-  if not counts then
-    counts = {}
-    later.incr[stats] = counts
-  end
+  local counts = bucket(later.incr, stats)
   counts[field] = (counts[field] or 0) + 1
 end
 
 local function later_zadd(zset, score, id)
-  local entries = later.zadd[zset]
-  if not entries then
-    entries = {}
-    later.zadd[zset] = entries
-  end
+  local entries = bucket(later.zadd, zset)
   entries[#entries + 1] = score
   entries[#entries + 1] = id
 end
