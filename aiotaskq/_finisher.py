@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -22,10 +23,17 @@ class Finisher:
 
     An outcome is kept and retried while Redis is unreachable; settle.lua is
     fenced, so recording one twice (a reply lost with the connection) is harmless.
+
+    Woken after an idle spell, it first awaits ``after_idle`` (the runner's claims in
+    flight): jobs that end together free slots and submit outcomes at the same moment,
+    and Redis answers calls that arrive together only once it has run them all, so a
+    settle sent beside the claim for the freed slots would hold back the next jobs.
+    While outcomes keep coming (a busy pool), it writes without waiting.
     """
 
-    def __init__(self, scripts: Scripts) -> None:
+    def __init__(self, scripts: Scripts, after_idle: Callable[[], Awaitable[None]]) -> None:
         self.scripts = scripts
+        self._after_idle = after_idle
         self._waiting: deque[Outcome] = deque()
         self._arrived = asyncio.Event()
         self._closed = False
@@ -53,6 +61,7 @@ class Finisher:
                         return
                     self._arrived.clear()
                     await self._arrived.wait()
+                    await self._after_idle()
                     continue
                 batch = [waiting.popleft() for _ in range(min(len(waiting), _MAX_BATCH))]
                 await self._write(batch)

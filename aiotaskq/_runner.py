@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("aiotaskq")
 
 _FIELDS = 6  # id, task, payload, attempts, retries, timeout
+# A claim after a long wait for free slots (jobs that ended together, as a wave) goes out as
+# two calls, the first for _CHUNK jobs: see QueueRunner._claim.
+_CHUNK = 10
+_SPLIT_AFTER = 0.002  # seconds
 
 
 def new_pool_id() -> str:
@@ -41,10 +45,13 @@ class QueueRunner:
         self.queue = queue
         self.pool_id = new_pool_id()
         self.executor = Executor(queue.tasks, queue.scripts, queue._keep_ms(None))
-        self.finisher = Finisher(queue.scripts)
+        self.finisher = Finisher(queue.scripts, self.claims_answered)
         self.running: dict[str, Claimed] = {}
         self.started = time.time()
         self._next_reconcile = 0.0
+        self._backlog = False
+        self._claims_out = 0  # claim calls sent, not answered yet
+        self._answered = asyncio.Event()
         self._reregistering = anyio.Lock()
 
     # -- registration and heartbeat ------------------------------------------------------------
@@ -162,19 +169,20 @@ class QueueRunner:
         pool = self.pool
         delay = 0.05
         while True:
-            free = await pool.slots.wait_free()
-            want = min(free, pool.batch_size)
-            pool_id = self.pool_id
             try:
                 if time.monotonic() >= self._next_reconcile:
                     await self.reconcile()
+                waited = time.monotonic()
+                free = await pool.slots.wait_free()
+                waited = time.monotonic() - waited
+                want = min(free, pool.batch_size)  # no await from here until _claim reserves the slots
+                pool_id = self.pool_id
                 with anyio.CancelScope(shield=True):
-                    out = await self.queue.scripts.claim(pool_id, want)
-                    got = await self._start_claimed(out, pool_id)
+                    got, out, registered = await self._claim(pool_id, want, split=waited > _SPLIT_AFTER)
                 if int(out[0]) == -1:
                     await self.declared_dead(pool_id)
                     continue
-                if got < want:
+                if got < want and registered:
                     next_due_ms = int(out[1])
                     wait = pool.poll_interval if next_due_ms < 0 else min(pool.poll_interval, next_due_ms / 1000)
                     await self._wait_inbox(pool_id, wait, alarm=next_due_ms >= 0)
@@ -184,6 +192,58 @@ class QueueRunner:
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.05
+
+    async def _claim(self, pool_id: str, want: int, *, split: bool) -> tuple[int, list[Any], bool]:
+        """Claim up to ``want`` jobs and start them. Returns the jobs found, a reply (the
+        one saying the pool is not registered, if any) and whether the pool's idle slots
+        were registered (see claim.lua).
+
+        The slots are reserved while the claim is out, so that another queue's claim loop
+        does not claim them too. With ``split`` (the loop waited long for free slots: jobs
+        that ended together, as a wave) and a backlog, the claim goes out as two concurrent
+        calls, the first for ``_CHUNK`` jobs: those start while Redis still runs the second
+        call, and the next wave's jobs end apart, not together. Split calls do not register
+        idle slots: when they come back short, the loop claims again at once, in one call."""
+        parts = 2 if split and self._backlog and want > _CHUNK else 1
+        slots = self.pool.slots
+        slots.reserve(want)
+        self._claims_out += parts
+        replies: list[list[Any]] = []
+        started = 0
+
+        async def call(size: int) -> None:
+            nonlocal started
+            try:
+                out = await self.queue.scripts.claim(pool_id, size, register=parts == 1)
+            finally:
+                self._claims_out -= 1
+                if not self._claims_out:
+                    self._answered.set()
+            replies.append(out)
+            n, no_room = self._start_claimed(out, pool_id, size)
+            started += n
+            await self._give_back(no_room)
+
+        try:
+            if parts == 1:
+                await call(want)
+            else:
+                sizes = [_CHUNK, want - _CHUNK]
+                for result in await asyncio.gather(*map(call, sizes), return_exceptions=True):
+                    if isinstance(result, BaseException):
+                        raise result
+        finally:
+            slots.release(want - started)
+        got = sum(_jobs_in(out) for out in replies)
+        self._backlog = got >= want
+        dead = [out for out in replies if int(out[0]) == -1]
+        return got, (dead or replies)[0], parts == 1
+
+    async def claims_answered(self) -> None:
+        """Wait until the claim calls in flight are answered (see Finisher)."""
+        if self._claims_out:
+            self._answered.clear()
+            await self._answered.wait()
 
     async def _wait_inbox(self, pool_id: str, wait: float, *, alarm: bool) -> None:
         """Block on the inbox for up to ``wait`` seconds; start a job handed over.
@@ -210,7 +270,8 @@ class QueueRunner:
                 raise failed
         rec = cast(bytes, reply[1]) if reply is not None else b""
         if rec:  # b"": a wake-up entry
-            await self._start_jobs([_record_fields(rec)], pool_id, handed=True)
+            _, no_room = self._start_jobs([_record_fields(rec)], pool_id, 0)
+            await self._give_back(no_room)
             # Let the worker start the job before this loop packs and sends its next claim:
             # that is on the job's enqueue-to-start latency otherwise.
             await asyncio.sleep(0)
@@ -236,19 +297,20 @@ class QueueRunner:
         elif given_back:
             log.info("queue %r: gave back %d job(s) handed to this pool but not started", self.queue.name, given_back)
 
-    async def _start_claimed(self, out: list[Any], pool_id: str) -> int:
+    def _start_claimed(self, out: list[Any], pool_id: str, reserved: int) -> tuple[int, list[Claimed]]:
         """Start what a claim returned: records from the inbox, then claimed jobs."""
         handed = int(out[2])
         body = out[3 + handed :]
-        claimed = [body[i : i + _FIELDS] for i in range(0, len(body) - _FIELDS + 1, _FIELDS)]
-        await self._start_jobs([_record_fields(r) for r in out[3 : 3 + handed]], pool_id, handed=True)
-        await self._start_jobs(claimed, pool_id, handed=False)
-        return handed + len(claimed)
+        rows = [_record_fields(r) for r in out[3 : 3 + handed]]
+        rows += [body[i : i + _FIELDS] for i in range(0, len(body) - _FIELDS + 1, _FIELDS)]
+        return self._start_jobs(rows, pool_id, reserved)
 
-    async def _start_jobs(self, rows: list[list[bytes]], pool_id: str, *, handed: bool) -> None:
-        """Start claimed jobs. A job handed over when no slot is free (a pool on several
-        queues registers its free slots on each) goes back to the queue, uncharged."""
+    def _start_jobs(self, rows: list[list[bytes]], pool_id: str, reserved: int) -> tuple[int, list[Claimed]]:
+        """Start claimed jobs, the first ``reserved`` of them in slots reserved for them.
+        Returns how many of those it started, and the jobs beyond them that found no free
+        slot (handed over to a pool on several queues: it registers its free slots on each)."""
         no_room = []
+        n = 0
         for job_id, task, payload, attempts, retries, timeout in filter(None, rows):
             job = Claimed(
                 id=job_id.decode(),
@@ -259,18 +321,33 @@ class QueueRunner:
                 timeout=_number(timeout, float) or self._task_timeout(task),
                 pool_id=pool_id,
             )
-            if handed and self.pool.slots.free <= 0:
-                no_room.append(job)
-            else:
+            if n < reserved:
+                n += 1
+                self.pool.start_job(self, job, reserved=True)
+            elif self.pool.slots.free > 0:
                 self.pool.start_job(self, job)
-        if no_room:  # shielded: a job not given back would wait for the reconciliation
+            else:
+                no_room.append(job)
+        return n, no_room
+
+    async def _give_back(self, jobs: list[Claimed]) -> None:
+        """Give back, uncharged, jobs handed over that found no free slot. (Shielded: a job
+        not given back would wait for the reconciliation.)"""
+        if jobs:
             scripts = self.queue.scripts
             with anyio.CancelScope(shield=True):
-                await scripts.run_many([scripts.requeue(j.id, j.pool_id, j.attempt) for j in no_room])
+                await scripts.run_many([scripts.requeue(j.id, j.pool_id, j.attempt) for j in jobs])
 
     def _task_timeout(self, task: bytes) -> float | None:
         t = self.queue.tasks.get(task.decode("utf-8", "replace"))
         return t.timeout if t is not None else None
+
+
+def _jobs_in(out: list[Any]) -> int:
+    """The jobs in a claim's reply: after 3 header fields, the handed records, one field
+    each, then the claimed jobs, _FIELDS fields each."""
+    handed = int(out[2])
+    return handed + (len(out) - 3 - handed) // _FIELDS
 
 
 def _record_fields(rec: bytes) -> list[bytes]:

@@ -214,13 +214,13 @@ class Scripts:
 
     # -- pool side -----------------------------------------------------------------------------
 
-    async def claim(self, pool_id: str, want: int) -> list[Any]:
+    async def claim(self, pool_id: str, want: int, *, register: bool = True) -> list[Any]:
         k = self.keys
         return list(
             await self._call(
                 "claim",
                 [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.idle, k.inbox(pool_id)],
-                [pool_id, want, k.prefix],
+                [pool_id, want, k.prefix, "1" if register else "0"],
             )
         )
 

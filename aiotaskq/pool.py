@@ -40,6 +40,16 @@ class _Slots:
         self.free += 1
         self._changed.set()
 
+    def reserve(self, n: int) -> None:
+        """Hold ``n`` slots for a claim in flight (its jobs start in them)."""
+        self.free -= n
+
+    def release(self, n: int) -> None:
+        """Return reserved slots that the claim's jobs did not take."""
+        if n:
+            self.free += n
+            self._changed.set()
+
     async def wait_free(self) -> int:
         while self.free <= 0:
             self._changed.clear()
@@ -205,9 +215,11 @@ class Pool:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def start_job(self, runner: QueueRunner, job: Claimed) -> None:
+    def start_job(self, runner: QueueRunner, job: Claimed, *, reserved: bool = False) -> None:
+        """Hand a claimed job to a worker, in a free slot or in one reserved for it."""
         assert self._dispatch is not None
-        self.slots.take()
+        if not reserved:
+            self.slots.take()
         self._running += 1
         runner.running[job.id] = job
         self._dispatch.put_nowait((runner, job))

@@ -5,6 +5,7 @@
 -- KEYS[5] idle zset (pool id -> free slots registered)
 -- KEYS[6] inbox list      aiotaskq:{Q}:inbox:<pool id>, jobs handed to this pool
 -- ARGV[1] pool id, ARGV[2] max jobs to take, ARGV[3] key prefix aiotaskq:{Q}:
+-- ARGV[4] '1': register (or unregister) the pool in `idle` by what it got; '0': leave `idle` alone
 -- Returns {code, next_due_in_ms, handed, record..., id, task, payload, attempts, retries, timeout, ...}:
 --   code -1: this pool is not registered (declared dead): register afresh first.
 --   next_due_in_ms: ms until the earliest scheduled job (-1 when none).
@@ -15,7 +16,7 @@
 -- is registered in `idle` with the slots it has left: enqueue hands it new jobs directly.
 -- Status, owner pool and start time are set in the same call that pops the job,
 -- so a claimed job never looks unclaimed. Time: Redis TIME (due times).
-local pool_id, want, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local pool_id, want, prefix, register = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] ~= '0'
 if not redis.call('ZSCORE', KEYS[3], pool_id) then
   return {-1, -1, 0}
 end
@@ -60,7 +61,8 @@ if want > got then
   end
   got = got + #ids
 end
-if got < want then
+if not register then
+elseif got < want then
   redis.call('ZADD', KEYS[5], want - got, pool_id)
 else
   redis.call('ZREM', KEYS[5], pool_id)
