@@ -215,13 +215,13 @@ class QueueRunner:
             nonlocal started
             try:
                 out = await self.queue.scripts.claim(pool_id, size, register=parts == 1)
-            finally:
+                replies.append(out)
+                n, no_room = self._start_claimed(out, pool_id, size)
+                started += n
+            finally:  # after the jobs were handed to the workers: they run before the finisher
                 self._claims_out -= 1
                 if not self._claims_out:
                     self._answered.set()
-            replies.append(out)
-            n, no_room = self._start_claimed(out, pool_id, size)
-            started += n
             await self._give_back(no_room)
 
         try:
