@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,7 @@ from ._scripts import Outcome, Scripts
 log = logging.getLogger("aiotaskq")
 
 _MAX_BATCH = 500
+_QUIET = 0.002  # seconds
 
 
 class Finisher:
@@ -24,11 +26,13 @@ class Finisher:
     An outcome is kept and retried while Redis is unreachable; settle.lua is
     fenced, so recording one twice (a reply lost with the connection) is harmless.
 
-    Woken after an idle spell, it first awaits ``after_idle`` (the runner's claims in
-    flight): jobs that end together free slots and submit outcomes at the same moment,
-    and Redis answers calls that arrive together only once it has run them all, so a
-    settle sent beside the claim for the freed slots would hold back the next jobs.
-    While outcomes keep coming (a busy pool), it writes without waiting.
+    Woken after an idle spell of more than ``_QUIET`` seconds, it first awaits
+    ``after_idle`` (the runner's claims in flight): jobs that end together free slots and
+    submit outcomes at the same moment, and a Redis woken from a quiet spell tends to read
+    the claim and the settle together and answers them only once it has run both, so the
+    settle would hold back the next jobs. While outcomes keep coming (a busy pool), it
+    writes without waiting: a busy Redis runs the claim as it arrives, and waiting would
+    only make the settle collide with the next claim instead.
     """
 
     def __init__(self, scripts: Scripts, after_idle: Callable[[], Awaitable[None]]) -> None:
@@ -60,8 +64,10 @@ class Finisher:
                     if self._closed:
                         return
                     self._arrived.clear()
+                    idle_since = time.monotonic()
                     await self._arrived.wait()
-                    await self._after_idle()
+                    if time.monotonic() - idle_since > _QUIET:
+                        await self._after_idle()
                     continue
                 batch = [waiting.popleft() for _ in range(min(len(waiting), _MAX_BATCH))]
                 await self._write(batch)
