@@ -55,3 +55,17 @@ async def test_a_wave_is_refilled_by_a_split_claim_and_the_pool_then_registers_i
         with anyio.fail_after(2):
             await late.result()
     assert sorted(ran) == [-1, *range(n + _CHUNK)]  # each job ran once
+
+
+async def test_a_claim_call_of_a_split_claim_leaves_the_idle_registration_alone(queue: Queue) -> None:
+    s, k = queue.scripts, queue.keys
+    await s.heartbeat("p", register=True, info="{}", ttl_ms=60_000)
+    assert await s.claim("p", 5) == [0, -1, 0]  # nothing queued: registered with 5 free slots
+    assert await queue.redis.zscore(k.idle, "p") == 5
+    assert await s.claim("p", 3, register=False) == [0, -1, 0]  # short, but not registered anew
+    assert await queue.redis.zscore(k.idle, "p") == 5
+    await queue.redis.zrem(k.idle, "p")
+    assert await s.claim("p", 3, register=False) == [0, -1, 0]
+    assert await queue.redis.zscore(k.idle, "p") is None
+    assert await s.claim("p", 3) == [0, -1, 0]
+    assert await queue.redis.zscore(k.idle, "p") == 3

@@ -61,11 +61,12 @@ if want > got then
   end
   got = got + #ids
 end
-if not register then
-elseif got < want then
-  redis.call('ZADD', KEYS[5], want - got, pool_id)
-else
-  redis.call('ZREM', KEYS[5], pool_id)
+if register then
+  if got < want then
+    redis.call('ZADD', KEYS[5], want - got, pool_id)
+  else
+    redis.call('ZREM', KEYS[5], pool_id)
+  end
 end
 
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
