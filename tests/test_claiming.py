@@ -36,7 +36,7 @@ async def test_a_wave_is_refilled_by_a_split_claim_and_the_pool_then_registers_i
     await wave.enqueue_many([(i,) for i in range(n + _CHUNK)])  # a full wave, then half of one
     async with run_pool(queue, concurrency=n, poll_interval=5.0) as pool:
         await wait_for(lambda: running == n, what="a full wave running")
-        await anyio.sleep(0.05)
+        await anyio.sleep(0.05)  # not a hope: the slots stay held, so the claim loop waits past _SPLIT_AFTER
         release.set()
         await wait_for(lambda: len(ran) == n + _CHUNK, what="both waves")
         # First wave: one call. Second: the wave ended together, so two calls, the first for
