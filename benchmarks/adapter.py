@@ -136,7 +136,10 @@ SYSTEMS: dict[str, str] = {
     "saq": "benchmarks.adapter_saq:Saq",
     "streaq": "benchmarks.adapter_streaq:Streaq",
     "taskiq": "benchmarks.adapter_taskiq:Taskiq",
+    "floor": "benchmarks.adapter_floor:Floor",
 }
+#: systems that are references, not peers: never the "best peer" a target is measured against
+REFERENCES: frozenset[str] = frozenset({"floor"})
 #: the import that must work for a system to run (its adapter imports it)
 REQUIRES: dict[str, tuple[str, ...]] = {
     "aiotaskq": ("aiotaskq",),
@@ -144,6 +147,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "saq": ("saq", "croniter"),
     "streaq": ("streaq",),
     "taskiq": ("taskiq", "taskiq_redis"),
+    "floor": ("redis",),
 }
 
 

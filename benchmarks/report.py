@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .adapter import system_class
+from .adapter import REFERENCES, system_class
 
 OURS = "aiotaskq"  # the system the targets are for
 
@@ -209,7 +209,8 @@ def _cell(runs: list[Run], vals: dict[tuple[str, str, str], list[float]], system
 
 
 def best_peer(vals: dict[tuple[str, str, str], list[float]], systems: list[str], m: Metric) -> tuple[str, float] | None:
-    peers = [(s, v) for s in systems if s != OURS and (v := median_of(vals, s, m.case, m.key)) is not None]
+    peers = [(s, v) for s in systems
+             if s != OURS and s not in REFERENCES and (v := median_of(vals, s, m.case, m.key)) is not None]  # fmt: skip
     if not peers:
         return None
     return max(peers, key=lambda sv: sv[1]) if m.higher else min(peers, key=lambda sv: sv[1])

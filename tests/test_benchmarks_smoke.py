@@ -83,3 +83,16 @@ def test_table_compares_ours_with_the_best_peer_and_checks_the_targets() -> None
     assert cpu[1] == "75 (60 to 90)" and cpu[4:] == ["5.33x better (taskiq)", "< 80", "yes"]
     p50 = rows["W2 enqueue→start p50 (ms)"]
     assert p50[1:4] == ["2.00", "n/a", "1.00"] and p50[4:] == ["0.50x worse (taskiq)", "≤ best peer", "**no**"]
+
+
+def test_the_floor_reference_is_shown_but_never_the_best_peer() -> None:
+    runs = [
+        Run("aiotaskq", "drain", 0, 1.0, {"drain_rate": 12_000.0, "cpu_us_per_job": 60.0}),
+        Run("taskiq", "drain", 0, 1.0, {"drain_rate": 2_000.0, "cpu_us_per_job": 400.0}),
+        Run("floor", "drain", 0, 1.0, {"drain_rate": 200_000.0, "cpu_us_per_job": 4.0}),
+    ]
+    _head, _rule, *body = table(runs, ["aiotaskq", "taskiq", "floor"], ["drain"]).splitlines()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in row.strip("|").split("|")] for row in body)}
+    drain = rows["W1 drain, 1 worker process (jobs/s)"]
+    assert drain[1:4] == ["12,000", "2,000", "200,000"]
+    assert drain[4:] == ["6.00x better (taskiq)", "≥ 5x best peer", "yes"]
