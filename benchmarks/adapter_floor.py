@@ -103,9 +103,13 @@ class Floor(System):
         try:
             await stop.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Cancel until every task is gone: on Python 3.11 a cancellation that lands as a
+            # BLPOP's own timeout expires can be swallowed (redis-py's read timeout, then a retry).
+            pending = set(tasks)
+            while pending:
+                for t in pending:
+                    t.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.1)
             await blocking.aclose()
 
 

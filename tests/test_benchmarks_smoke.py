@@ -1,7 +1,7 @@
 """``python -m benchmarks --quick`` runs end to end, so the benchmark harness cannot rot.
 
-It runs aiotaskq and, when one is installed in this environment (the ``bench`` extra),
-one peer; the report's arithmetic is checked on made-up runs.
+It runs aiotaskq, the floor reference and, when one is installed in this environment (the
+``bench`` extra), one peer; the report's arithmetic is checked on made-up runs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_quick_run_prints_a_table_of_measured_figures(tmp_path: Path) -> None:
     page_before = page.read_text() if page.exists() else None
     dump = tmp_path / "runs.json"
     peer = next((p for p in PEERS if installed(p)), None)
-    systems = ["aiotaskq"] + ([peer] if peer else [])
+    systems = ["aiotaskq", "floor"] + ([peer] if peer else [])  # the floor needs only redis-py
 
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--systems", ",".join(systems), "--json", str(dump)],
@@ -39,6 +39,8 @@ def test_quick_run_prints_a_table_of_measured_figures(tmp_path: Path) -> None:
     ours = [r for r in runs if r["system"] == "aiotaskq"]
     assert sorted(r["case"] for r in ours) == sorted(CASES), out.stderr[-4000:]
     assert all(r["error"] is None and r["skipped"] is None for r in ours), ours
+    floor = [r for r in runs if r["system"] == "floor"]
+    assert sorted(r["case"] for r in floor) == sorted(CASES) and all(r["error"] is None for r in floor), floor
     # a peer's run may fail the harness's checks (a system's own bug), never crash the harness
     assert all(r["error"] is None or r["error"].startswith("BenchError") for r in runs), runs
     assert out.returncode == (1 if any(r["error"] for r in runs) else 0), out.stderr[-4000:]
