@@ -1,6 +1,8 @@
 """The interface a queue system implements to be benchmarked, and the probe its tasks call.
 
-Every system runs the same three tasks, written once per system in its adapter module:
+Every system runs the same three tasks, defined in its adapter module the way the system
+wants them (systems that take plain coroutine functions use ``noop``, ``sleep`` and ``flaky``
+below):
 
 - ``noop(i)``: ``PROBE.start(i)`` then ``PROBE.end()``;
 - ``sleep(i)``: ``PROBE.start(i)``, ``await asyncio.sleep(0.01)``, ``PROBE.end()``;
@@ -72,6 +74,26 @@ class Probe:
 
 
 PROBE = Probe()
+
+
+# The three tasks as plain coroutine functions, for systems whose tasks are plain functions of
+# ``i`` (a system with its own retry exception writes its own ``flaky``).
+async def noop(i: int) -> None:
+    PROBE.start(i)
+    PROBE.end()
+
+
+async def sleep(i: int) -> None:
+    PROBE.start(i)
+    await asyncio.sleep(SLEEP_SECONDS)
+    PROBE.end()
+
+
+async def flaky(i: int) -> None:
+    if PROBE.first_attempt(i):
+        raise FlakyError(i)
+    PROBE.start(i)
+    PROBE.end()
 
 
 class System(abc.ABC):

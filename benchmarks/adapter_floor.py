@@ -18,26 +18,7 @@ from typing import ClassVar, cast
 
 from redis.asyncio import Redis
 
-from .adapter import PROBE, SLEEP_SECONDS, FlakyError, System, TaskName
-
-
-async def noop(i: int) -> None:
-    PROBE.start(i)
-    PROBE.end()
-
-
-async def sleep(i: int) -> None:
-    PROBE.start(i)
-    await asyncio.sleep(SLEEP_SECONDS)
-    PROBE.end()
-
-
-async def flaky(i: int) -> None:
-    if PROBE.first_attempt(i):
-        raise FlakyError(i)
-    PROBE.start(i)
-    PROBE.end()
-
+from .adapter import FlakyError, System, TaskName, flaky, noop, sleep
 
 FUNCTIONS: dict[bytes, Callable[[int], Awaitable[None]]] = {b"noop": noop, b"sleep": sleep, b"flaky": flaky}
 

@@ -16,21 +16,12 @@ import anyio
 from streaq import StreaqRetry, Worker  # type: ignore[import-not-found, unused-ignore]
 from streaq.constants import REDIS_PREFIX, REDIS_RESULT  # type: ignore[import-not-found, unused-ignore]
 
-from .adapter import PROBE, SLEEP_SECONDS, System, TaskName, tally
+from .adapter import PROBE, System, TaskName, noop, sleep, tally
 
 
 def make_worker(url: str, queue: str, concurrency: int = 16) -> tuple[Worker[Any], dict[TaskName, Any]]:
     """A streaq worker on ``queue`` with the three benchmark tasks registered."""
     worker: Worker[Any] = Worker(redis_url=url, queue_name=queue, concurrency=concurrency)
-
-    async def noop(i: int) -> None:
-        PROBE.start(i)
-        PROBE.end()
-
-    async def sleep(i: int) -> None:
-        PROBE.start(i)
-        await asyncio.sleep(SLEEP_SECONDS)
-        PROBE.end()
 
     async def flaky(i: int) -> None:
         if PROBE.first_attempt(i):

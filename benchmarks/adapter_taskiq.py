@@ -16,7 +16,7 @@ from taskiq import AsyncBroker, SimpleRetryMiddleware, TaskiqEvents, TaskiqState
 from taskiq.receiver import Receiver  # type: ignore[import-not-found, unused-ignore]
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker  # type: ignore[import-not-found, unused-ignore]
 
-from .adapter import PROBE, SLEEP_SECONDS, FlakyError, System, TaskName, tally
+from .adapter import System, TaskName, flaky, noop, sleep, tally
 
 GROUP = "taskiq"  # RedisStreamBroker's default consumer group
 RESULT_TTL = 3600  # seconds; taskiq-redis's README "highly recommends" an expiry
@@ -29,21 +29,6 @@ def make_broker(url: str, queue: str) -> tuple[AsyncBroker, dict[TaskName, Any]]
         .with_result_backend(RedisAsyncResultBackend(redis_url=url, result_ex_time=RESULT_TTL, prefix_str=queue))
         .with_middlewares(SimpleRetryMiddleware(default_retry_count=3))
     )
-
-    async def noop(i: int) -> None:
-        PROBE.start(i)
-        PROBE.end()
-
-    async def sleep(i: int) -> None:
-        PROBE.start(i)
-        await asyncio.sleep(SLEEP_SECONDS)
-        PROBE.end()
-
-    async def flaky(i: int) -> None:
-        if PROBE.first_attempt(i):
-            raise FlakyError(i)
-        PROBE.start(i)
-        PROBE.end()
 
     # broker.task(...) as a decorator, written as a call (mypy sees no types without the bench extra)
     tasks: dict[TaskName, Any] = {
