@@ -25,11 +25,13 @@ class Keys:
 
     __slots__ = (
         "abort",
+        "alive",
         "cancelled",
         "failed",
         "idle",
         "pools",
         "prefix",
+        "presence",
         "queued",
         "scheduled",
         "schedules",
@@ -48,6 +50,8 @@ class Keys:
         self.queued = p + "queued"  # zset: priority bands that hold jobs, scored -priority (see band())
         self.idle = p + "idle"  # zset: idle pool id -> free slots it registered (see claim.lua)
         self.pools = p + "pools"  # zset: pool id -> last heartbeat ms
+        self.alive = p + "alive"  # zset: pool id -> ms until which it counts as alive (presence ticks)
+        self.presence = p + "presence"  # hash: pool id -> "<redis run id>:<client id>" of its presence connection
         self.succeeded = p + "succeeded"  # zsets: end time ms -> id
         self.failed = p + "failed"
         self.cancelled = p + "cancelled"

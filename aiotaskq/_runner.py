@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from ._executor import Claimed, Executor
 from ._finisher import Finisher
+from ._presence import Presence
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class QueueRunner:
         self.pool_id = new_pool_id()
         self.executor = Executor(queue.tasks, queue.scripts, queue._keep_ms(None))
         self.finisher = Finisher(queue.scripts, self.claims_answered)
+        self.presence = Presence(self, detect=pool.crash_detection)
         self.running: dict[str, Claimed] = {}
         self.started = time.time()
         self._next_reconcile = 0.0
@@ -71,7 +73,8 @@ class QueueRunner:
         async def once() -> None:
             if q.tasks:
                 await q.redis.hset(q.keys.tasks, mapping={n: t.retries for n, t in q.tasks.items()})
-            await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl)
+            await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl,
+                                      alive_ms=self.presence.alive_ms)  # fmt: skip
 
         await retrying(once, f"registering pool on queue {q.name!r}")
         log.info("pool %s serving queue %r (%s)", pool_id, q.name, q.url)
@@ -80,7 +83,8 @@ class QueueRunner:
         q = self.queue
         ttl = round(self.pool.stale_timeout * 2000)
         pool_id = self.pool_id
-        out = await q.scripts.heartbeat(pool_id, register=False, info=self._info(), ttl_ms=ttl)
+        out = await q.scripts.heartbeat(pool_id, register=False, info=self._info(), ttl_ms=ttl,
+                                        alive_ms=self.presence.alive_ms)  # fmt: skip
         if int(out[0]) == 0:
             await self.declared_dead(pool_id)
             return
@@ -109,13 +113,17 @@ class QueueRunner:
             await self.register(new_id)
             self.pool_id = new_id
 
-    async def reap(self) -> None:
+    async def reap(self, suspects: list[str] | None = None, grace_ms: int = 0) -> None:
+        """Reap the pools silent for ``stale_timeout``, and the ``suspects`` (see Presence)."""
         stale_ms = round(self.pool.stale_timeout * 1000)
-        pools, requeued, failed = await self.queue.scripts.reap(stale_ms, self.executor.keep_ms, self.pool_id)
+        pools, requeued, failed = await self.queue.scripts.reap(
+            stale_ms, self.executor.keep_ms, self.pool_id, suspects=suspects, grace_ms=grace_ms
+        )
         if pools:
+            why = "connection closed, ticks missed" if suspects else f"silent for over {self.pool.stale_timeout:g}s"
             log.warning(
-                "queue %r: reaped %d dead pool(s): %d job(s) requeued, %d failed (out of retries)",
-                self.queue.name, pools, requeued, failed,
+                "queue %r: reaped %d dead pool(s): %d job(s) requeued, %d failed (out of retries) (%s)",
+                self.queue.name, pools, requeued, failed, why,
             )  # fmt: skip
 
     async def leave(self) -> None:
@@ -214,7 +222,8 @@ class QueueRunner:
         async def call(size: int) -> None:
             nonlocal started
             try:
-                out = await self.queue.scripts.claim(pool_id, size, register=parts == 1)
+                out = await self.queue.scripts.claim(pool_id, size, register=parts == 1,
+                                                     alive_ms=self.presence.alive_ms)  # fmt: skip
                 replies.append(out)
                 n, no_room = self._start_claimed(out, pool_id, size)
                 started += n

@@ -19,6 +19,9 @@ from ._keys import Keys
 
 Arg = str | bytes | int | float
 _encoder = msgspec.msgpack.Encoder()
+# How long a claim or heartbeat keeps a pool alive when the caller does not say (script
+# tests); pools pass their own (one and a half presence ticks, see _runner.py).
+_ALIVE_MS = 60_000
 
 
 class Outcome(NamedTuple):
@@ -214,13 +217,14 @@ class Scripts:
 
     # -- pool side -----------------------------------------------------------------------------
 
-    async def claim(self, pool_id: str, want: int, *, register: bool = True) -> list[Any]:
+    async def claim(self, pool_id: str, want: int, *, register: bool = True, alive_ms: int = _ALIVE_MS) -> list[Any]:
+        """Claim up to ``want`` jobs; the pool counts as alive ``alive_ms`` from now."""
         k = self.keys
         return list(
             await self._call(
                 "claim",
                 [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.idle, k.inbox(pool_id)],
-                [pool_id, want, k.prefix, "1" if register else "0"],
+                [pool_id, want, k.prefix, "1" if register else "0", alive_ms],
             )
         )
 
@@ -266,29 +270,46 @@ class Scripts:
         k = self.keys
         return Call("requeue", [k.job(job_id), k.pool(pool_id), k.queued, k.idle], [job_id, pool_id, attempt, k.prefix])
 
-    async def heartbeat(self, pool_id: str, *, register: bool, info: str, ttl_ms: int) -> list[Any]:
+    async def heartbeat(
+        self, pool_id: str, *, register: bool, info: str, ttl_ms: int, alive_ms: int = _ALIVE_MS
+    ) -> list[Any]:
         k = self.keys
         return list(
             await self._call(
                 "heartbeat",
                 [k.pools, k.pool_info(pool_id), k.pool(pool_id)],
-                [pool_id, "1" if register else "0", info, ttl_ms, k.prefix],
+                [pool_id, "1" if register else "0", info, ttl_ms, k.prefix, alive_ms],
             )
         )
+
+    async def presence(
+        self, pool_id: str, alive_ms: int, record: str, grace_ms: int
+    ) -> tuple[bool, list[tuple[str, str]]]:
+        """A pool's tick (presence.lua): (registered, [(suspect pool id, its presence record)])."""
+        k = self.keys
+        out = await self._call("presence", [k.pools, k.alive, k.presence], [pool_id, alive_ms, record, grace_ms])
+        body = out[1:]
+        return bool(int(out[0])), [(body[i].decode(), body[i + 1].decode()) for i in range(0, len(body) - 1, 2)]
 
     async def leave(self, pool_id: str) -> int:
         k = self.keys
         return int(
             await self._call(
-                "leave", [k.pools, k.pool_info(pool_id), k.pool(pool_id), k.idle, k.inbox(pool_id)], [pool_id]
+                "leave",
+                [k.pools, k.pool_info(pool_id), k.pool(pool_id), k.idle, k.inbox(pool_id), k.alive, k.presence],
+                [pool_id],
             )
         )
 
-    async def reap(self, stale_ms: int, keep_ms: int, own_pool_id: str) -> list[int]:
+    async def reap(
+        self, stale_ms: int, keep_ms: int, own_pool_id: str, *, suspects: list[str] | None = None, grace_ms: int = 0
+    ) -> list[int]:
+        """Reap pools silent for ``stale_ms``, and ``suspects`` (presence connection gone) past
+        their alive time by ``grace_ms``: {pools reaped, jobs requeued, jobs failed}."""
         k = self.keys
         out = await self._call(
             "reap",
             [k.pools, k.queued, k.failed, k.cancelled, k.stats, k.idle],
-            [k.prefix, stale_ms, keep_ms, own_pool_id],
+            [k.prefix, stale_ms, keep_ms, own_pool_id, grace_ms, *(suspects or [])],
         )
         return [int(x) for x in out]

@@ -63,6 +63,10 @@ class Pool:
     ``run()`` serves until cancelled, ``stop()``, SIGTERM or SIGINT. On stop it
     claims nothing more, waits up to ``shutdown_timeout`` seconds for running
     jobs, then cancels the rest and requeues them without charging an attempt.
+
+    With ``crash_detection`` (the default), a pool whose process died (its Redis
+    connections closed, its ticks missed) is reaped within about two seconds, not
+    after ``stale_timeout``: see docs/reliability.md.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class Pool:
         shutdown_timeout: float = 30.0,
         on_startup: Hook | None = None,
         on_shutdown: Hook | None = None,
+        crash_detection: bool = True,
     ) -> None:
         self.queues = [queues] if isinstance(queues, Queue) else list(queues)
         if not self.queues:
@@ -100,6 +105,7 @@ class Pool:
         self.shutdown_timeout = shutdown_timeout
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
+        self.crash_detection = crash_detection
         self.slots = _Slots(concurrency)
         self.runners = [QueueRunner(self, q) for q in self.queues]
         self.schedulers = [Scheduler(q, poll_interval) for q in self.queues]  # recurring schedules
@@ -143,6 +149,8 @@ class Pool:
                     await _call_hook(self.on_startup, self)
                 self._starting = None
                 background.start_soon(self._liveness_loop)
+                for r in self.runners:
+                    background.start_soon(r.presence.run)
                 for s in self.schedulers:
                     background.start_soon(s.run)
                 background.start_soon(watch_event_loop, self.stale_timeout)

@@ -16,9 +16,9 @@ async def test_a_wave_is_refilled_by_a_split_claim_and_the_pool_then_registers_i
     sizes: list[tuple[int, bool]] = []
     claim = queue.scripts.claim
 
-    async def recording_claim(pool_id: str, want: int, *, register: bool = True) -> list[Any]:
+    async def recording_claim(pool_id: str, want: int, *, register: bool = True, **kw: Any) -> list[Any]:
         sizes.append((want, register))
-        return await claim(pool_id, want, register=register)
+        return await claim(pool_id, want, register=register, **kw)
 
     queue.scripts.claim = recording_claim  # type: ignore[method-assign]  # records, then calls the real script
     ran: list[int] = []

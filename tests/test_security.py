@@ -67,6 +67,7 @@ CLIENT_COMMANDS = {
     "blpop", "rpush",  # an idle pool blocks on its inbox; a local timer ends the pop for a due job
     "get", "time",  # aiotaskq info
     "ping",  # redis-py's health check
+    "client|id", "client|list", "info",  # crash detection (aiotaskq/_presence.py)
     "multi", "exec",  # Queue.schedules reads its three keys consistently
 }  # fmt: skip
 

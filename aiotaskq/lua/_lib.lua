@@ -195,18 +195,33 @@ local function activate(prefix, job_key, id, pool_id, now, f)
   return {id, f[1], f[2], attempts, retries, f[4] or ''}
 end
 
--- The idle pool with the most free slots, taking one of them; nil when none is idle.
-local function take_idle_slot(idle_key)
-  local top = redis.call('ZREVRANGE', idle_key, 0, 0, 'WITHSCORES')
-  if not top[1] then
-    return nil
-  end
-  if tonumber(top[2]) <= 1 then
+-- Liveness by the freshest evidence: the `alive` zset holds, per pool, the time (ms) until
+-- which it counts as alive: its last presence tick, heartbeat or claim plus one and a half
+-- tick intervals (see _runner.py). A pool past that time is given no new job.
+local give_back_inbox  -- defined below give_back_job
+
+-- The live idle pool with the most free slots, taking one of them; nil when none is idle.
+-- An idle pool past its alive time leaves `idle` and gives its inbox back at once.
+local function take_idle_slot(prefix, now)
+  local idle_key = prefix .. 'idle'
+  for _ = 1, 10 do
+    local top = redis.call('ZREVRANGE', idle_key, 0, 0, 'WITHSCORES')
+    if not top[1] then
+      return nil
+    end
+    local alive = tonumber(redis.call('ZSCORE', prefix .. 'alive', top[1]) or '0')
+    if alive >= now then
+      if tonumber(top[2]) <= 1 then
+        redis.call('ZREM', idle_key, top[1])
+      else
+        redis.call('ZINCRBY', idle_key, -1, top[1])
+      end
+      return top[1]
+    end
     redis.call('ZREM', idle_key, top[1])
-  else
-    redis.call('ZINCRBY', idle_key, -1, top[1])
+    give_back_inbox(prefix, top[1])
   end
-  return top[1]
+  return nil
 end
 
 -- Move a job to an end state: recorded in its zset, expired after keep_ms
@@ -266,7 +281,7 @@ local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeou
   else
     status = 'queued'
     if not later.no_idle then
-      pool_id = take_idle_slot(prefix .. 'idle')
+      pool_id = take_idle_slot(prefix, now)
       later.no_idle = not pool_id  -- no pool goes idle while this script runs
     end
     if not pool_id then
@@ -367,4 +382,23 @@ local function give_back_job(job_key, pool_set, idle, id, pool_id, attempt, pref
   push_queued(prefix, f[4], id, true)
   later.wake = {idle, prefix}
   return 1
+end
+
+-- Give back, uncharged, the jobs waiting in a pool's inbox (handed over, never started),
+-- and empty it (a pool found dead, see take_idle_slot). Returns how many went back.
+give_back_inbox = function(prefix, pool_id)
+  local inbox, pool_set = inbox_key(prefix, pool_id), pool_key(prefix, pool_id)
+  local n = 0
+  for _, rec in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
+    if rec ~= '' then
+      local id = record_id(rec)
+      local job_key = prefix .. 'job:' .. id
+      local attempt = redis.call('HGET', job_key, 'attempts') or ''
+      if give_back_job(job_key, pool_set, prefix .. 'idle', id, pool_id, attempt, prefix) == 1 then
+        n = n + 1
+      end
+    end
+  end
+  redis.call('DEL', inbox)
+  return n
 end

@@ -6,6 +6,8 @@
 -- KEYS[6] inbox list      aiotaskq:{Q}:inbox:<pool id>, jobs handed to this pool
 -- ARGV[1] pool id, ARGV[2] max jobs to take, ARGV[3] key prefix aiotaskq:{Q}:
 -- ARGV[4] '1': register (or unregister) the pool in `idle` by what it got; '0': leave `idle` alone
+-- ARGV[5] ms the pool counts as alive from now ('' = leave its alive time alone): a claim is
+--         evidence of life (see `alive` in _lib.lua)
 -- Returns {code, next_due_in_ms, handed, record..., id, task, payload, attempts, retries, timeout, ...}:
 --   code -1: this pool is not registered (declared dead): register afresh first.
 --   next_due_in_ms: ms until the earliest scheduled job (-1 when none).
@@ -21,6 +23,9 @@ if not redis.call('ZSCORE', KEYS[3], pool_id) then
   return {-1, -1, 0}
 end
 local now = now_ms()
+if (ARGV[5] or '') ~= '' then
+  redis.call('ZADD', prefix .. 'alive', int(now + tonumber(ARGV[5])), pool_id)
+end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now), 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do

@@ -3,8 +3,10 @@
 -- KEYS[4] cancelled zset, KEYS[5] stats hash, KEYS[6] idle zset
 -- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] stale timeout ms, ARGV[3] keep ms
 -- ARGV[4] the calling pool's id (never reaps itself)
--- A pool whose last heartbeat is older than the stale timeout is removed and
--- each job it still held is requeued. Jobs still waiting in its inbox never started:
+-- ARGV[5] grace ms, ARGV[6..] suspects: pools whose presence connection is gone (see
+--   presence.lua); each is reaped too when its alive time is more than the grace in the past
+-- A pool whose last heartbeat is older than the stale timeout, or a suspect that missed its
+-- ticks, is removed and each job it still held is requeued. Jobs still waiting in its inbox never started:
 -- they go back uncharged. Otherwise the lost attempt counts: a job out of
 -- retries ends failed, one whose cancellation was asked ends cancelled.
 -- Removing the pool and moving its jobs happen in one call, so exactly one
@@ -13,6 +15,20 @@
 local prefix, stale_ms, keep_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now - stale_ms), 'LIMIT', 0, 20)
+local alive_key, presence_key = prefix .. 'alive', prefix .. 'presence'
+local grace_ms = tonumber(ARGV[5] or '') or 0
+for i = 6, #ARGV do
+  local alive = redis.call('ZSCORE', alive_key, ARGV[i])
+  if alive and tonumber(alive) < now - grace_ms and redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    local seen = false
+    for _, p in ipairs(dead) do
+      seen = seen or p == ARGV[i]
+    end
+    if not seen then
+      dead[#dead + 1] = ARGV[i]
+    end
+  end
+end
 local requeued, failed = 0, 0
 local reaped = 0
 
@@ -48,6 +64,8 @@ for _, pool_id in ipairs(dead) do
     reaped = reaped + 1
     redis.call('ZREM', KEYS[1], pool_id)
     redis.call('ZREM', KEYS[6], pool_id)
+    redis.call('ZREM', alive_key, pool_id)
+    redis.call('HDEL', presence_key, pool_id)
     redis.call('DEL', prefix .. 'pool:' .. pool_id .. ':info')
     local unstarted = {}
     for _, rec in ipairs(redis.call('LRANGE', inbox_key(prefix, pool_id), 0, -1)) do
