@@ -125,6 +125,45 @@ async def denials(admin: Redis) -> list[dict[str, Any]]:
     return [e for e in entries if e.get("username") == "aiotaskq" and e.get("object") != "client|setinfo"]
 
 
+async def test_acl_user_reaps_a_crashed_pool_fast_with_no_denial(caplog: pytest.LogCaptureFixture) -> None:
+    """Crash detection (CLIENT ID, INFO, CLIENT LIST ID) runs as the documented user: a pool
+    whose recorded connection is gone is reaped by the live pool's tick, and ACL LOG stays clean."""
+    async with acl_server() as (_, admin, url):
+        async with Queue(unique("acl-crash"), url=url) as q, Queue(q.name, url=url) as ghost:
+            ghost_id = int(await ghost.redis.client_id())
+            run_id = (await ghost.redis.info("server"))["run_id"]
+            await q.scripts.heartbeat("ghost", register=True, info="{}", ttl_ms=60_000, alive_ms=1)
+            await q.redis.hset(q.keys.presence, "ghost", f"{run_id}:{ghost_id}")
+            await ghost.close()  # the ghost's process "died": its connection is gone
+            async with run_pool(q, stale_timeout=30.0):  # by heartbeat age alone: 30 s
+                await wait_for(lambda: _gone(q, "ghost"), 5, "the ghost pool to be reaped")
+            assert "crash detection is off" not in caplog.text
+            assert await denials(admin) == []
+
+
+async def _gone(q: Queue, pool_id: str) -> bool:
+    return await q.redis.zscore(q.keys.pools, pool_id) is None
+
+
+async def test_without_the_crash_detection_commands_a_pool_runs_jobs_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    line = " ".join(r for r in documented_acl_line().split() if r not in ("+client|id", "+client|list", "+info"))
+    async with acl_server(line) as (_, _admin, url), Queue(unique("acl-nodetect"), url=url) as q:
+
+        @q.task(name="add")
+        async def add(x: int, y: int) -> int:
+            return x + y
+
+        with caplog.at_level(logging.WARNING, logger="aiotaskq"):
+            async with run_pool(q) as pool:
+                assert await (await add.enqueue(1, 2)).result(timeout=5) == 3
+                await wait_for(lambda: not pool.runners[0].presence.detect, 5, "the pool to turn detection off")
+                await anyio.sleep(0.5)  # a few more ticks: still one warning
+        assert caplog.text.count("crash detection is off") == 1
+        assert await q.redis.zscore(q.keys.alive, pool.pool_ids[0]) is None  # left cleanly
+
+
 async def test_acl_user_runs_the_whole_lifecycle() -> None:
     async with acl_server() as (_, admin, url):
         name = unique("acl")

@@ -20,10 +20,17 @@ from typing import Any
 
 import anyio
 
-from . import kills, load, netcut, report, restart, skew
+from . import crash, kills, load, netcut, report, restart, skew
 from .harness import Context, Result
 
-RUNS: dict[str, ModuleType] = {"kills": kills, "restart": restart, "netcut": netcut, "load": load, "skew": skew}
+RUNS: dict[str, ModuleType] = {
+    "kills": kills,
+    "restart": restart,
+    "netcut": netcut,
+    "load": load,
+    "skew": skew,
+    "crash": crash,
+}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -39,6 +39,8 @@ return 1
 class Tasks(NamedTuple):
     work: Task[[int, int], Coroutine[Any, Any, None]]
     noop: Task[[int], Coroutine[Any, Any, None]]
+    stall_first: Task[[int, int], Coroutine[Any, Any, None]]
+    block_first: Task[[int, int], Coroutine[Any, Any, None]]
 
 
 class _Recorder:
@@ -67,6 +69,10 @@ class _Recorder:
     async def incr(self, key: str) -> None:
         await self.client().incr(key)
 
+    async def first(self, key: str) -> bool:
+        """True the first time ``key`` is counted."""
+        return int(await self.client().incr(key)) == 1
+
 
 def register(q: Queue) -> Tasks:
     """Register the fault tasks on ``q`` (the workers' queue, or the harness's copy of it)."""
@@ -84,7 +90,21 @@ def register(q: Queue) -> Tasks:
         """Count the run; nothing else (the load run)."""
         await recorder.incr(load_key)
 
-    return Tasks(work, noop)
+    @q.task(name="fault.stall_first")
+    async def stall_first(n: int, ms: int) -> None:
+        """Record this run; the first run of job ``n`` then sleeps ``ms`` (cancellably), later runs return."""
+        await recorder.run(runs_key, n)
+        if await recorder.first(q.keys.prefix + f"faults:first:{n}"):
+            await anyio.sleep(ms / 1000)
+
+    @q.task(name="fault.block_first")
+    async def block_first(n: int, ms: int) -> None:
+        """Record this run; the first run of job ``n`` then blocks the whole event loop for ``ms``."""
+        await recorder.run(runs_key, n)
+        if await recorder.first(q.keys.prefix + f"faults:first:{n}"):
+            time.sleep(ms / 1000)  # noqa: ASYNC251 - a loop blocked this long is the fault under test
+
+    return Tasks(work, noop, stall_first, block_first)
 
 
 queue = Queue(os.environ.get("FAULTS_QUEUE", "faults"), keep_result=float(os.environ.get("FAULTS_KEEP_RESULT", 86400)))

@@ -12,6 +12,12 @@ forgets a peer it cannot reach; new connections are accepted and held silent. Af
 heals: the first bytes the client sends on it (or had sent during the cut, which TCP would
 retransmit) draw a reset, while a client that only waits to read (for the reply to a request
 it sent before, or on a pub/sub subscription) waits forever. New connections work at once.
+
+``cut("partition")``: nothing flows any more in either direction, and both ends keep their
+connections, as in a real partition: neither kernel hears of the other (Redis keeps a silent
+peer's connection until its TCP keepalive gives up, minutes later). What either side sent or
+closed during the cut is delivered once restored; a connection opened during the cut reaches
+Redis only then.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any, Literal
 
 from aiotaskq.testing import free_port
 
-Mode = Literal["reset", "blackhole"]
+Mode = Literal["reset", "blackhole", "partition"]
 _CHUNK = 65536
 
 
@@ -57,7 +63,9 @@ class Proxy:
     def __init__(self, upstream_port: int, *, upstream_host: str = "127.0.0.1", port: int | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.port = port or free_port()
-        self.state: Literal["up", "reset", "blackhole"] = "up"
+        self.state: Literal["up", "reset", "blackhole", "partition"] = "up"
+        self._flowing = asyncio.Event()  # cleared while partitioned
+        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._frozen: set[_Link] = set()
@@ -85,6 +93,9 @@ class Proxy:
         if self.state != "up":
             raise RuntimeError(f"cut: the proxy is already cut ({self.state})")
         self.state = mode
+        if mode == "partition":
+            self._flowing.clear()
+            return
         if mode == "reset":
             self._stop_listening()
             for link in list(self._links):
@@ -103,6 +114,7 @@ class Proxy:
         if self.state == "reset":
             await self.start()
         self.state = "up"
+        self._flowing.set()
         for link in list(self._frozen):
             if link.sent_while_frozen:  # TCP retransmits it now, and the far end answers with RST
                 self._drop_frozen(link)
@@ -135,6 +147,7 @@ class Proxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats["accepted"] += 1
         link = _Link(reader, writer)
+        await self._flowing.wait()  # partitioned: the connection reaches Redis once restored
         if self.state == "blackhole":
             self._freeze(link)
             return
@@ -161,11 +174,17 @@ class Proxy:
     async def _pump(self, link: _Link, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         requests = src is link.reader
         with contextlib.suppress(ConnectionError, OSError):
-            while data := await src.read(_CHUNK):
+            while True:
+                await self._flowing.wait()
+                data = await src.read(_CHUNK)
+                if not data:
+                    break
                 if requests:
                     link.last_request = data[:200]
+                await self._flowing.wait()  # read as a partition began: delivered once it heals
                 dst.write(data)
                 await dst.drain()
+        await self._flowing.wait()
         # One side closed: close the other, as a real connection would.
         if link in self._links:
             self._unlink(link, current=asyncio.current_task())
