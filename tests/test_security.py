@@ -128,17 +128,20 @@ async def denials(admin: Redis) -> list[dict[str, Any]]:
 async def test_acl_user_reaps_a_crashed_pool_fast_with_no_denial(caplog: pytest.LogCaptureFixture) -> None:
     """Crash detection (CLIENT ID, INFO, CLIENT LIST ID) runs as the documented user: a pool
     whose recorded connection is gone is reaped by the live pool's tick, and ACL LOG stays clean."""
-    async with acl_server() as (_, admin, url):
-        async with Queue(unique("acl-crash"), url=url) as q, Queue(q.name, url=url) as ghost:
-            ghost_id = int(await ghost.redis.client_id())
-            run_id = (await ghost.redis.info("server"))["run_id"]
-            await q.scripts.heartbeat("ghost", register=True, info="{}", ttl_ms=60_000, alive_ms=1)
-            await q.redis.hset(q.keys.presence, "ghost", f"{run_id}:{ghost_id}")
-            await ghost.close()  # the ghost's process "died": its connection is gone
-            async with run_pool(q, stale_timeout=30.0):  # by heartbeat age alone: 30 s
-                await wait_for(lambda: _gone(q, "ghost"), 5, "the ghost pool to be reaped")
-            assert "crash detection is off" not in caplog.text
-            assert await denials(admin) == []
+    async with (
+        acl_server() as (_, admin, url),
+        Queue(unique("acl-crash"), url=url) as q,
+        Queue(q.name, url=url) as ghost,
+    ):
+        ghost_id = int(await ghost.redis.client_id())
+        run_id = (await ghost.redis.info("server"))["run_id"]
+        await q.scripts.heartbeat("ghost", register=True, info="{}", ttl_ms=60_000, alive_ms=1)
+        await q.redis.hset(q.keys.presence, "ghost", f"{run_id}:{ghost_id}")
+        await ghost.close()  # the ghost's process "died": its connection is gone
+        async with run_pool(q, stale_timeout=30.0):  # by heartbeat age alone: 30 s
+            await wait_for(lambda: _gone(q, "ghost"), 5, "the ghost pool to be reaped")
+        assert "crash detection is off" not in caplog.text
+        assert await denials(admin) == []
 
 
 async def _gone(q: Queue, pool_id: str) -> bool:
