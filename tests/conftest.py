@@ -7,10 +7,15 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from aiotaskq import Queue
-from aiotaskq.testing import RedisServer
+from aiotaskq.testing import RedisServer, find_server, server_version
 
 _names = itertools.count()
 _NO_BRACES = str.maketrans("{}", "()")
+
+
+def pytest_report_header() -> str:
+    exe = find_server()
+    return f"redis server: {server_version(exe)} ({exe}); $AIOTASKQ_REDIS_SERVER chooses another"
 
 
 @pytest.fixture(scope="session")

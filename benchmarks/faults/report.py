@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shlex
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+from aiotaskq.testing import find_server, server_version
 
 from .harness import ROOT, Result
 
@@ -49,13 +49,12 @@ def details(results: list[Result], *, heading: str = "###") -> str:
 
 def machine() -> str:
     try:
-        redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout
-        redis_version = re.search(r"v=(\S+)", redis)
-    except OSError:
-        redis_version = None
+        server = server_version(find_server())  # what RedisServer runs, e.g. "Redis server v=7.0.15"
+    except (OSError, RuntimeError):
+        server = "Redis server ?"
     load = os.getloadavg()
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"redis-server {redis_version.group(1) if redis_version else '?'}; load average at the end "
+            f"{server}; load average at the end "
             f"{load[0]:.1f} (other work shared the machine)")  # fmt: skip
 
 

@@ -268,7 +268,7 @@ class Processes:
             self.server.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        print(f"started a throwaway redis-server on {self.server.url}")
+        print(f"started a throwaway {self.server.version} ({self.server.executable}) on {self.server.url}")
         return self.server.url
 
     def start_worker(self, url: str) -> subprocess.Popen[bytes]:
