@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from _util import run_pool, wait_for, wait_status
+from _util import must, run_pool, wait_for, wait_status
 
 from aiotaskq import KEEP_FOREVER, CorruptResult, JobCancelled, JobFailed, JobNotFound, JobStatus, Queue
 
@@ -52,46 +52,49 @@ TYPED: list[tuple[str, Any, type]] = [
 ]
 
 
+async def struct() -> Point:
+    return Point(1, 2)
+
+
+async def dataclass() -> Box:
+    return Box("b", (Point(0, 0), Point(3, 4)))
+
+
+def decimal() -> Decimal:  # a plain function: the same conversion
+    return Decimal("1.10")
+
+
+async def uuid_() -> uuid.UUID:
+    return ID
+
+
+async def tuple_() -> tuple[int, str]:
+    return (1, "a")
+
+
+async def set_() -> set[int]:
+    return {1, 2, 3}
+
+
+async def frozenset_() -> frozenset[str]:
+    return frozenset({"a"})
+
+
+async def datetime_() -> datetime:
+    return WHEN
+
+
+async def enum_() -> Colour:
+    return Colour.RED
+
+
+async def list_of_structs() -> list[Point]:
+    return [Point(1, 1), Point(2, 2)]
+
+
 def register_typed(queue: Queue) -> None:
-    @queue.task(name="struct")
-    async def struct() -> Point:
-        return Point(1, 2)
-
-    @queue.task(name="dataclass")
-    async def dataclass() -> Box:
-        return Box("b", (Point(0, 0), Point(3, 4)))
-
-    @queue.task(name="decimal")
-    def decimal() -> Decimal:  # a plain function: the same conversion
-        return Decimal("1.10")
-
-    @queue.task(name="uuid")
-    async def uuid_() -> uuid.UUID:
-        return ID
-
-    @queue.task(name="tuple")
-    async def tuple_() -> tuple[int, str]:
-        return (1, "a")
-
-    @queue.task(name="set")
-    async def set_() -> set[int]:
-        return {1, 2, 3}
-
-    @queue.task(name="frozenset")
-    async def frozenset_() -> frozenset[str]:
-        return frozenset({"a"})
-
-    @queue.task(name="datetime")
-    async def datetime_() -> datetime:
-        return WHEN
-
-    @queue.task(name="enum")
-    async def enum_() -> Colour:
-        return Colour.RED
-
-    @queue.task(name="list_of_structs")
-    async def list_of_structs() -> list[Point]:
-        return [Point(1, 1), Point(2, 2)]
+    for fn in (struct, dataclass, decimal, uuid_, tuple_, set_, frozenset_, datetime_, enum_, list_of_structs):
+        queue.task(name=fn.__name__.rstrip("_"))(fn)
 
 
 async def test_results_come_back_as_the_return_annotation_says(queue: Queue) -> None:
@@ -130,7 +133,8 @@ async def test_a_value_that_does_not_fit_its_annotation_comes_back_as_it_is(queu
         return [1]
 
     async with run_pool(queue):
-        assert await (await liar.enqueue()).result(timeout=5) == "not an int"
+        lie: object = await (await liar.enqueue()).result(timeout=5)
+        assert lie == "not an int"
         assert await (await unresolvable.enqueue()).result(timeout=5) == [1]
 
 
@@ -192,7 +196,7 @@ async def test_a_waiter_on_an_unkept_job_that_is_cancelled_gets_job_cancelled(qu
 
     async with run_pool(queue):
         running = await slow.enqueue()
-        waiting = await slow.options(delay=60).enqueue()
+        waiting = must(await slow.options(delay=60).enqueue())
         await started.wait()
         errors: list[BaseException] = []
         async with anyio.create_task_group() as tg:
@@ -200,7 +204,7 @@ async def test_a_waiter_on_an_unkept_job_that_is_cancelled_gets_job_cancelled(qu
             async def wait(job: Any) -> None:
                 try:
                     await job.result(timeout=5)
-                except Exception as exc:  # noqa: BLE001 - the test looks at it
+                except Exception as exc:
                     errors.append(exc)
 
             tg.start_soon(wait, running)
@@ -241,7 +245,9 @@ async def test_a_result_over_max_result_bytes_fails_the_job_without_retry(redis_
         async with run_pool(queue):
             assert len(await (await big.enqueue(900)).result(timeout=5)) == 900
             job = await big.enqueue(2000)
-            with pytest.raises(JobFailed, match=r"^job \S+ failed: BadResult: .*2003 bytes, over max_result_bytes=1000"):
+            with pytest.raises(
+                JobFailed, match=r"^job \S+ failed: BadResult: .*2003 bytes, over max_result_bytes=1000"
+            ):
                 await job.result(timeout=5)
             info = await job.info()
             assert info.attempts == 1 and info.status is JobStatus.FAILED
@@ -317,9 +323,9 @@ async def test_a_cancelled_job_is_kept_for_its_tasks_keep_result(queue: Queue, r
     async def default() -> None: ...
 
     # Queued, cancelled by a producer that knows the task: the task's keep time.
-    queued = await short.options(delay=60).enqueue()
-    kept = await forever.options(delay=60).enqueue()
-    plain = await default.options(delay=60).enqueue()
+    queued = must(await short.options(delay=60).enqueue())
+    kept = must(await forever.options(delay=60).enqueue())
+    plain = must(await default.options(delay=60).enqueue())
     assert await queued.cancel() and await kept.cancel() and await plain.cancel()
     assert 0 < await ttl(queue, queued.id) <= 30_000
     assert await ttl(queue, kept.id) == -1
