@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from _util import must, run_pool, wait_for, wait_status
+from _util import FAST, must, run_pool, wait_for, wait_status
 
-from aiotaskq import KEEP_FOREVER, CorruptResult, JobCancelled, JobFailed, JobNotFound, JobStatus, Queue
+from aiotaskq import KEEP_FOREVER, CorruptResult, JobCancelled, JobFailed, JobNotFound, JobStatus, Pool, Queue
 
 
 class Point(msgspec.Struct):
@@ -402,3 +402,51 @@ async def test_a_clean_up_after_a_cancel_is_still_bounded_by_the_jobs_timeout(qu
             with pytest.raises(JobCancelled):
                 await job.result()
     assert cleaned == []
+
+
+async def test_a_clean_up_after_a_cancel_is_bounded_by_the_shutdown_timeout(queue: Queue) -> None:
+    """The pool stops while a cancelled job's clean-up runs on: after shutdown_timeout the
+    shutdown cancels it again, and the job still ends cancelled (not requeued)."""
+    started = anyio.Event()
+    cleaned: list[str] = []
+
+    @queue.task(name="cleans.slowly")
+    async def cleans_slowly() -> None:
+        started.set()
+        try:
+            await anyio.sleep(30)
+        finally:
+            await anyio.sleep(30)
+            cleaned.append("never")
+
+    pool = Pool(queue, **{**FAST, "shutdown_timeout": 0.5})
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run)
+            job = await cleans_slowly.enqueue()
+            await started.wait()
+            assert await job.cancel()
+            await wait_for(lambda: pool.runners[0].running[job.id].cancels == 1, what="the abort")
+            await anyio.sleep(0.5)  # heartbeats (0.2 s) repeat the abort: no new cancellation
+            assert pool.runners[0].running[job.id].cancels == 1
+            pool.stop()
+    assert cleaned == []
+    assert await job.status() is JobStatus.CANCELLED
+
+
+async def test_the_reaper_keeps_a_cancelled_job_for_the_keep_time_the_pools_registered(queue: Queue) -> None:
+    """A cancel asked of a pool that died is recorded by the reaper: with the keep time the
+    pools registered for the job's task (the keep hash), else the reaping pool's."""
+    s, r = queue.scripts, queue.redis
+    await r.hset(queue.keys.keep, mapping={"short": 5000})
+    for job_id, task in (("a", "short"), ("b", "other")):
+        (code,) = await s.run(s.enqueue(task, [(job_id, b"\x92\x90\x80")], priority=0, retries=None,
+                                        timeout=None, delay=None, at_ms=None))  # fmt: skip
+        assert code == 1
+    assert await s.heartbeat("dead", register=True, info="{}", ttl_ms=60_000) == [1]
+    assert len(await s.claim("dead", 2)) == 3 + 12
+    assert await s.cancel("a", 60_000) == 2 and await s.cancel("b", 60_000) == 2
+    await r.zadd(queue.keys.pools, {"dead": 0})  # its last heartbeat long ago
+    assert await s.reap(stale_ms=1000, keep_ms=120_000, own_pool_id="live") == [1, 0, 0]
+    assert 0 < await ttl(queue, "a") <= 5000
+    assert 60_000 < await ttl(queue, "b") <= 120_000
