@@ -24,7 +24,7 @@ def _is_number(value: Any) -> bool:
 
 def check_seconds(name: str, value: Any, *, zero: bool) -> float:
     """A finite number of seconds, >= 0 (``zero``) or > 0, at most ``MAX_SECONDS``."""
-    if not _is_number(value) or math.isnan(value):
+    if not _is_number(value) or value != value:  # NaN (math.isnan would overflow on a huge int)
         raise ValueError(f"{name}: must be a number of seconds, got {value!r}")
     if value < 0 or (value == 0 and not zero):
         raise ValueError(f"{name}: must be {'>=' if zero else '>'} 0 seconds, got {value!r}")

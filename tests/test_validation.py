@@ -12,11 +12,16 @@ from _util import must, queue_keys, run_pool
 
 from aiotaskq import KEEP_FOREVER, JobStatus, Queue, Retry
 
-ABSURD_DELAYS: list[Any] = [1e12, math.inf, -math.inf, math.nan, -1, timedelta.max, timedelta(days=365 * 101), "5",
+
+def short(value: Any) -> str:
+    return repr(value)[:24]
+
+
+ABSURD_DELAYS: list[Any] = [1e12, 10**400, math.inf, -math.inf, math.nan, -1, timedelta.max, timedelta(days=365 * 101), "5",
                             True, None.__class__]  # fmt: skip
 
 
-@pytest.mark.parametrize("delay", ABSURD_DELAYS, ids=repr)
+@pytest.mark.parametrize("delay", ABSURD_DELAYS, ids=short)
 async def test_absurd_delays_raise_at_enqueue_and_store_nothing(queue: Queue, delay: Any) -> None:
     @queue.task(name="t")
     async def t() -> None: ...
@@ -44,7 +49,7 @@ async def test_the_longest_delay_is_100_years_and_info_shows_it(queue: Queue) ->
     "at",
     [datetime.max.replace(tzinfo=UTC), datetime.now(UTC) + timedelta(days=365 * 101),
      datetime(9999, 1, 1, tzinfo=timezone(timedelta(hours=-23)))],
-    ids=repr,
+    ids=short,
 )  # fmt: skip
 async def test_due_times_beyond_100_years_raise(queue: Queue, at: datetime) -> None:
     @queue.task(name="t")
@@ -55,7 +60,7 @@ async def test_due_times_beyond_100_years_raise(queue: Queue, at: datetime) -> N
     assert await queue_keys(queue) == []
 
 
-@pytest.mark.parametrize("at", [datetime.min.replace(tzinfo=UTC), datetime(1900, 1, 1, tzinfo=UTC)], ids=repr)
+@pytest.mark.parametrize("at", [datetime.min.replace(tzinfo=UTC), datetime(1900, 1, 1, tzinfo=UTC)], ids=short)
 async def test_due_times_long_past_mean_now(queue: Queue, at: datetime) -> None:
     @queue.task(name="t")
     async def t() -> str:
@@ -68,7 +73,7 @@ async def test_due_times_long_past_mean_now(queue: Queue, at: datetime) -> None:
         assert info.scheduled_at is not None and info.scheduled_at.year < 2000
 
 
-@pytest.mark.parametrize("timeout", [math.nan, math.inf, 0, -1, True, "5", 1e12], ids=repr)
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, 0, -1, True, "5", 1e12, 10**400], ids=short)
 async def test_bad_timeouts_raise_at_declaration_and_at_enqueue(queue: Queue, timeout: Any) -> None:
     with pytest.raises(ValueError, match=r"^timeout: must be"):
         queue.task(name="declared", timeout=timeout)(_noop)
@@ -86,7 +91,7 @@ async def test_bad_timeouts_raise_at_declaration_and_at_enqueue(queue: Queue, ti
 async def _noop() -> None: ...
 
 
-@pytest.mark.parametrize("keep", [-1, -math.inf, math.nan, "60", True, 1e12], ids=repr)
+@pytest.mark.parametrize("keep", [-1, -math.inf, math.nan, "60", True, 1e12, 10**400], ids=short)
 def test_bad_keep_results_raise_at_declaration(keep: Any) -> None:
     with pytest.raises(ValueError, match=r"^keep_result: must be .*KEEP_FOREVER"):
         Queue("q", keep_result=keep)
@@ -104,13 +109,13 @@ def test_keep_forever_is_infinity_and_accepted_everywhere() -> None:
 
 
 @pytest.mark.parametrize("name", ["max_payload_bytes", "max_result_bytes"])
-@pytest.mark.parametrize("value", [0, -1, 1.5, True, "10"], ids=repr)
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "10"], ids=short)
 def test_bad_byte_limits_raise(name: str, value: Any) -> None:
     with pytest.raises(ValueError, match=rf"^{name}: must be an int > 0"):
         Queue("q", **{name: value})
 
 
-@pytest.mark.parametrize("delay", [math.nan, math.inf, -1, 1e12, "1"], ids=repr)
+@pytest.mark.parametrize("delay", [math.nan, math.inf, -1, 1e12, "1"], ids=short)
 def test_retry_with_a_bad_delay_raises(delay: Any) -> None:
     with pytest.raises(ValueError, match=r"^delay: must be"):
         Retry(delay=delay)
@@ -130,7 +135,7 @@ async def test_reschedule_with_a_bad_delay_or_due_time_raises_and_changes_nothin
     assert await queue.redis.hgetall(queue.keys.job(job.id)) == before
 
 
-@pytest.mark.parametrize("priority", [1.5, True, "1", None.__class__, 10**6], ids=repr)
+@pytest.mark.parametrize("priority", [1.5, True, "1", None.__class__, 10**6], ids=short)
 async def test_bad_priorities_raise(queue: Queue, priority: Any) -> None:
     with pytest.raises(ValueError, match=r"^priority: must be"):
         queue.task(name="declared", priority=priority)(_noop)
@@ -138,7 +143,7 @@ async def test_bad_priorities_raise(queue: Queue, priority: Any) -> None:
         await queue.enqueue("t", priority=priority)
 
 
-@pytest.mark.parametrize("retries", [1.5, True, "1", -1], ids=repr)
+@pytest.mark.parametrize("retries", [1.5, True, "1", -1], ids=short)
 async def test_bad_retries_raise(queue: Queue, retries: Any) -> None:
     with pytest.raises(ValueError, match=r"^retries: must be"):
         queue.task(name="declared", retries=retries)(_noop)
