@@ -1,4 +1,4 @@
-"""Bounds of the time values a caller gives (delays, timeouts, keep times), checked once.
+"""Bounds of the values a caller gives (delays, timeouts, keep times, size limits), checked once.
 
 A delay or a due time becomes a Redis score and a ``datetime`` in ``JobInfo``; a keep time
 becomes a PEXPIRE. Far beyond a century, a value is a mistake (``1e12`` seconds is the year
@@ -41,6 +41,13 @@ def check_keep(name: str, value: Any) -> float:
         return check_seconds(name, value, zero=True)
     except ValueError as exc:
         raise ValueError(f"{exc}; use keep_result=aiotaskq.KEEP_FOREVER to keep it until purged") from None
+
+
+def check_byte_limit(name: str, value: int) -> int:
+    """A size limit in bytes: an int > 0."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}: must be an int > 0, got {value!r}")
+    return value
 
 
 def keep_ms(seconds: float) -> int:

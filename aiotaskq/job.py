@@ -349,6 +349,8 @@ def due_time(delay: float | timedelta | None, at: datetime | None) -> tuple[floa
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if delay is not None:
+        if not isinstance(delay, int | float) or isinstance(delay, bool):
+            raise ValueError(f"delay: must be a number of seconds or a timedelta, got {delay!r}")
         return check_seconds("delay", delay, zero=True), None
     if at is not None:
         if not isinstance(at, datetime):

@@ -15,7 +15,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from . import schedule as _schedule
 from ._keys import Keys, validate_queue_name
-from ._limits import check_keep, keep_ms
+from ._limits import check_byte_limit, check_keep, keep_ms
 from ._listener import Listener
 from ._scripts import Call, Scripts
 from ._url import redact_url
@@ -85,8 +85,8 @@ class Queue:
         self.name = validate_queue_name(name)
         self.keys = Keys(name)
         self.keep_result = check_keep("keep_result", keep_result)
-        self.max_payload_bytes = _byte_limit("max_payload_bytes", max_payload_bytes)
-        self.max_result_bytes = _byte_limit("max_result_bytes", max_result_bytes)
+        self.max_payload_bytes = check_byte_limit("max_payload_bytes", max_payload_bytes)
+        self.max_result_bytes = check_byte_limit("max_result_bytes", max_result_bytes)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._url = url or os.environ.get("AIOTASKQ_REDIS_URL") or DEFAULT_URL
         self._redis = redis
@@ -427,9 +427,3 @@ class Queue:
     async def schedules(self) -> list[ScheduleInfo]:
         """Every schedule of the queue, the soonest next run first."""
         return await _schedule.list_all(self)
-
-
-def _byte_limit(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}: must be an int > 0, got {value!r}")
-    return value
