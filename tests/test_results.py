@@ -4,6 +4,7 @@ and how long ended jobs are kept."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import uuid
@@ -17,6 +18,8 @@ import pytest
 from _util import FAST, must, run_pool, wait_for, wait_status
 
 from aiotaskq import KEEP_FOREVER, CorruptResult, JobCancelled, JobFailed, JobNotFound, JobStatus, Pool, Queue
+from aiotaskq._executor import Claimed, Executor
+from aiotaskq.job import encode_payload
 
 
 class Point(msgspec.Struct):
@@ -450,3 +453,45 @@ async def test_the_reaper_keeps_a_cancelled_job_for_the_keep_time_the_pools_regi
     assert await s.reap(stale_ms=1000, keep_ms=120_000, own_pool_id="live") == [1, 0, 0]
     assert 0 < await ttl(queue, "a") <= 5000
     assert 60_000 < await ttl(queue, "b") <= 120_000
+
+
+async def test_repeated_aborts_do_not_cut_a_clean_up_but_a_shutdown_stop_does(queue: Queue) -> None:
+    """Claimed.stop: the heartbeat repeats "abort" while the cancel flag is set, and that
+    cancels once; "shutdown" (the shutdown timeout passed, or a second SIGTERM/SIGINT)
+    cancels the clean-up at once. The job still ends cancelled."""
+    started, cleaning = anyio.Event(), anyio.Event()
+    ended: list[str] = []
+
+    @queue.task(name="cleanup")
+    async def cleanup() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaning.set()
+            try:
+                await asyncio.sleep(30)
+            finally:
+                ended.append("clean-up cut")
+
+    executor = Executor(queue.tasks, queue.scripts, 60_000)
+    job = Claimed(id="j", task="cleanup", payload=encode_payload((), {}), attempt=1, retries=0, timeout=None,
+                  pool_id="P")  # fmt: skip
+    outcome: list[Any] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                outcome.append(await executor.run(job))
+
+            tg.start_soon(run)
+            await started.wait()
+            job.stop("abort")
+            await cleaning.wait()
+            for _ in range(5):
+                job.stop("abort")
+                await asyncio.sleep(0.02)
+            assert job.cancels == 1 and ended == [] and outcome == []
+            job.stop("shutdown")
+    assert ended == ["clean-up cut"]
+    assert outcome[0].kind == "cancelled" and outcome[0].n == 60_000  # the executor's keep time: the task sets none
