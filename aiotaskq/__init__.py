@@ -1,6 +1,7 @@
 """aiotaskq: an asyncio-native background job queue backed by Redis."""
 
-from .errors import AiotaskqError, JobCancelled, JobFailed, JobNotFound, Retry
+from ._limits import KEEP_FOREVER
+from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry
 from .job import Job, JobInfo, JobStatus
 from .pool import Pool
 from .queue import PayloadTooLarge, Queue
@@ -9,9 +10,11 @@ from .schedule import ScheduleInfo
 from .task import BoundTask, Task
 
 __all__ = [
+    "KEEP_FOREVER",
     "AiotaskqError",
     "Backoff",
     "BoundTask",
+    "CorruptResult",
     "Job",
     "JobCancelled",
     "JobFailed",

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from ._limits import keep_ms
 from ._scripts import Outcome, Scripts
 from .errors import Retry
 from .job import decode_payload, encode_result
@@ -43,12 +44,19 @@ class Claimed:
     def stop(self, reason: str) -> None:
         """Stop the attempt: it is not started, or its task is cancelled. (A plain
         asyncio cancellation: an anyio CancelScope per job cost more than the job's
-        bookkeeping.) Each call cancels again, for a task that swallowed the first."""
+        bookkeeping.)
+
+        An abort cancels once: the heartbeat repeats it while the job's cancel flag is
+        set, and the task's clean-up (``finally:``) is left to finish, bounded by the
+        job's timeout or the pool's shutdown. A shutdown or a lost attempt cancels on
+        every call (the shutdown timeout passed, a second signal came), for a task that
+        swallowed the first cancellation."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        if self.worker is not None:
-            self.cancels += 1
-            self.worker.cancel()
+        if self.worker is None or (reason == "abort" and self.cancels):
+            return
+        self.cancels += 1
+        self.worker.cancel()
 
 
 class _Stopped(Exception):
@@ -157,12 +165,22 @@ class Executor:
             data = encode_result(result)
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             raise _BadInput(f"BadResult: the task's return value cannot be encoded with msgpack: {exc}") from None
-        keep = self.keep_ms if task.keep_result is None else round(task.keep_result * 1000)
-        return Outcome("succeeded", job.id, job.pool_id, job.attempt, data, "", keep)
+        limit = task.queue.max_result_bytes
+        if len(data) > limit:
+            raise _BadInput(
+                f"BadResult: the encoded return value takes {len(data)} bytes, over max_result_bytes={limit}; "
+                "store large data elsewhere and return a reference"
+            )
+        return Outcome("succeeded", job.id, job.pool_id, job.attempt, data, "", self._keep(task))
+
+    def _keep(self, task: Task[Any, Any] | None) -> int:
+        """Keep ms of an ended job: its task's keep_result, else the queue's."""
+        return self.keep_ms if task is None or task.keep_result is None else keep_ms(task.keep_result)
 
     def _stopped(self, job: Claimed) -> Outcome | None:
         if job.stop_reason == "abort":
-            return Outcome("cancelled", job.id, job.pool_id, job.attempt, b"", "", self.keep_ms)
+            keep = self._keep(self.tasks.get(job.task))
+            return Outcome("cancelled", job.id, job.pool_id, job.attempt, b"", "", keep)
         if job.stop_reason == "shutdown":
             return Outcome("requeue", job.id, job.pool_id, job.attempt, b"", "", 0)
         return None  # lost: the attempt was taken from this pool; its outcome must not land

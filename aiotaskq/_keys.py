@@ -29,6 +29,7 @@ class Keys:
         "cancelled",
         "failed",
         "idle",
+        "keep",
         "pools",
         "prefix",
         "presence",
@@ -57,6 +58,7 @@ class Keys:
         self.cancelled = p + "cancelled"
         self.stats = p + "stats"  # hash: counters
         self.tasks = p + "tasks"  # hash: task name -> default max retries (written by pools)
+        self.keep = p + "keep"  # hash: task name -> keep ms of its ended jobs, -1 forever (written by pools)
         self.abort = p + "abort"  # channel: job id whose running attempt must stop
         self.schedules = p + "schedules"  # hash: schedule key -> spec (msgpack)
         self.schedules_next = p + "schedules:next"  # zset: schedule key -> next run ms

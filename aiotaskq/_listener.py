@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -32,6 +33,7 @@ class Listener:
         self._subs: dict[bytes, list[Callback]] = {}
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._pongs: dict[bytes, asyncio.Future[None]] = {}  # sync() tokens awaiting their PONG
 
     async def subscribe(self, channel: str, callback: Callback) -> None:
         """Register ``callback``; returns once Redis confirmed the subscription."""
@@ -71,6 +73,25 @@ class Listener:
                 with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
                     await self._pubsub.unsubscribe(ch)
 
+    async def sync(self, timeout: float = 2.0) -> bool:
+        """Wait until the messages Redis sent to this connection before the call have
+        reached their callbacks: a PING on the pub/sub connection is answered after them.
+        False when that could not be seen (not listening, Redis away, no answer in time)."""
+        pubsub = self._pubsub
+        if pubsub is None or self._task is None or self._task.done():
+            return False
+        token = secrets.token_hex(8).encode()
+        fut = self._pongs[token] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await pubsub.ping(token)
+                await fut
+            return True
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError):
+            return False
+        finally:
+            self._pongs.pop(token, None)
+
     async def _run(self) -> None:
         assert self._pubsub is not None
         pubsub = self._pubsub
@@ -108,6 +129,12 @@ class Listener:
 
     def _dispatch(self, msg: dict[str, object]) -> None:
         kind = msg.get("type")
+        if kind == "pong":
+            data = msg.get("data")
+            fut = self._pongs.pop(data, None) if isinstance(data, bytes) else None
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            return
         channel = msg.get("channel")
         if not isinstance(channel, bytes):
             return

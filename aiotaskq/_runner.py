@@ -73,6 +73,7 @@ class QueueRunner:
         async def once() -> None:
             if q.tasks:
                 await q.redis.hset(q.keys.tasks, mapping={n: t.retries for n, t in q.tasks.items()})
+                await q.redis.hset(q.keys.keep, mapping={n: q._keep_ms(t) for n, t in q.tasks.items()})
             await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl,
                                       alive_ms=self.presence.alive_ms)  # fmt: skip
 

@@ -6,6 +6,7 @@ redis-py's ``AsyncScript`` calls EVALSHA and reloads the script on NOSCRIPT
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
@@ -132,13 +133,16 @@ class Scripts:
             args += (job_id, payload)
         return Call("enqueue", [k.queued], args)
 
-    async def cancel(self, job_id: str, keep_ms: int) -> int:
+    async def cancel(self, job_id: str, keep_ms: int, known: Sequence[tuple[str, int]] = ()) -> int:
+        """``keep_ms``: of a job whose task is not in ``known`` (task name, keep ms) nor
+        registered by the pools."""
         k = self.keys
+        pairs = [x for name_keep in known for x in name_keep]
         return int(
             await self._call(
                 "cancel",
                 [k.job(job_id), k.scheduled, k.queued, k.cancelled, k.stats],
-                [job_id, keep_ms, k.done(job_id), k.abort, k.prefix],
+                [job_id, keep_ms, k.done(job_id), k.abort, k.prefix, *pairs],
             )
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._limits import check_seconds
+
 
 class AiotaskqError(Exception):
     """Base class of the errors aiotaskq raises."""
@@ -15,8 +17,8 @@ class Retry(Exception):
     """
 
     def __init__(self, delay: float | None = None) -> None:
-        if delay is not None and delay < 0:
-            raise ValueError(f"delay: must be >= 0 seconds, got {delay!r}")
+        if delay is not None:
+            delay = check_seconds("delay", delay, zero=True)
         super().__init__(delay)
         self.delay = delay
 
@@ -45,3 +47,13 @@ class JobNotFound(AiotaskqError, LookupError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job with id {job_id!r}")
         self.job_id = job_id
+
+
+class CorruptResult(AiotaskqError, ValueError):
+    """The job's stored result cannot be decoded (its hash was edited by hand, or written
+    by something other than aiotaskq): ``reason`` says what the decoder found."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id}: the stored result cannot be decoded: {reason}")
+        self.job_id = job_id
+        self.reason = reason

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 import anyio
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import JobCancelled, JobFailed, JobNotFound
+from ._limits import MAX_SECONDS, check_seconds
+from .errors import CorruptResult, JobCancelled, JobFailed, JobNotFound
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    from ._listener import Listener
     from .queue import Queue
+    from .task import Task
+
+    R = TypeVar("R", default=Any)  # a bare ``Job`` is ``Job[Any]``
+else:
+    from typing import TypeVar
+
+    R = TypeVar("R")
 
 
 class JobStatus(str, Enum):
@@ -90,6 +102,48 @@ def decode_result(data: bytes) -> Any:
         raise msgspec.DecodeError(f"{type(exc).__name__}: {exc}") from None
 
 
+# One decoder per return type, built on first use (None: the type has no msgspec decoder).
+_typed_decoders: dict[Any, msgspec.msgpack.Decoder[Any] | None] = {}
+
+
+def _typed_decoder(tp: Any) -> msgspec.msgpack.Decoder[Any] | None:
+    try:
+        return _typed_decoders[tp]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable annotation: build it each time
+        return _build_decoder(tp)
+    decoder = _typed_decoders[tp] = _build_decoder(tp)
+    return decoder
+
+
+def _build_decoder(tp: Any) -> msgspec.msgpack.Decoder[Any] | None:
+    try:
+        return msgspec.msgpack.Decoder(tp)
+    except TypeError:  # not a type msgspec can decode to (a plain class, a Protocol...)
+        return None
+
+
+def decode_typed_result(job_id: str, data: bytes, tp: Any = Any) -> Any:
+    """A stored result, converted to the task's return type ``tp`` as arguments are
+    (a Struct, a dataclass, Decimal, UUID, tuple, set...). A value that does not fit
+    the annotation comes back as decoded. Raises CorruptResult when it cannot be decoded."""
+    if not data:
+        return None
+    decoder = None if tp is Any else _typed_decoder(tp)
+    if decoder is not None:
+        try:
+            return decoder.decode(data)
+        except msgspec.ValidationError:
+            pass  # the task returned something else than it says: give it as it is
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            pass  # raised below, from the untyped decoder
+    try:
+        return decode_result(data)
+    except msgspec.DecodeError as exc:
+        raise CorruptResult(job_id, str(exc)) from None
+
+
 def _ms_to_dt(raw: bytes | None) -> datetime | None:
     if not raw:
         return None
@@ -132,8 +186,14 @@ def info_from_hash(job_id: str, h: dict[bytes, bytes]) -> JobInfo:
     )
 
 
-class Job:
-    """A handle on one job of a queue, by id. Cheap: it holds no state."""
+class Job(Generic[R]):
+    """A handle on one job of a queue, by id. Cheap: it holds no state.
+
+    ``Job[R]``: ``result()`` gives the task's return type. ``Task[P, R].enqueue`` gives a
+    ``Job[R]``; ``queue.job(id)`` and ``queue.enqueue(name, ...)`` give a ``Job[Any]``. In
+    every case the value is converted to the return annotation of the task registered under
+    the job's task name on this ``Queue``, when there is one.
+    """
 
     __slots__ = ("id", "queue")
 
@@ -168,13 +228,15 @@ class Job:
                 h[b"retries"] = str(task.retries).encode()
         return info_from_hash(self.id, h)
 
-    async def result(self, timeout: float | None = None) -> Any:
-        """Wait for the job to end and return its result.
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the job to end and return its result, converted to the task's
+        return annotation (see the class).
 
-        Raises JobFailed, JobCancelled, JobNotFound, or TimeoutError after
-        ``timeout`` seconds. Waits on a pub/sub message, not by polling: it
-        subscribes first, then reads the status, then waits, so an end that
-        happens in between is not missed.
+        Raises JobFailed, JobCancelled, JobNotFound, CorruptResult, or TimeoutError
+        after ``timeout`` seconds. Waits on a pub/sub message, not by polling: it
+        subscribes first, then reads the status, then waits, so an end that happens
+        in between is not missed. A job that is not kept (``keep_result=0``) sends
+        its outcome in that message, so a waiter gets it although the job is gone.
         """
         channel = self.queue.keys.done(self.id)
         wake = _Wakeup()
@@ -182,38 +244,71 @@ class Job:
         with anyio.fail_after(timeout):
             await listener.subscribe(channel, wake)
             try:
-                while True:
-                    try:
-                        done, value = await self._outcome()
-                    except (RedisConnectionError, RedisTimeoutError):
-                        await anyio.sleep(0.2)  # Redis is away: keep waiting, within the timeout
-                        continue
-                    if done:
-                        return value
-                    await wake.wait(_SAFETY_POLL)
+                return cast("R", await self._wait(listener, wake))
             finally:
                 with anyio.CancelScope(shield=True):
                     await listener.unsubscribe(channel, wake)
 
+    async def _wait(self, listener: Listener, wake: _Wakeup) -> Any:
+        while True:
+            if wake.ended is not None:
+                return self._from_message(wake.ended)
+            try:
+                done, value = await self._outcome()
+            except (RedisConnectionError, RedisTimeoutError):
+                await anyio.sleep(0.2)  # Redis is away: keep waiting, within the timeout
+                continue
+            except JobNotFound:
+                # Gone: never there, expired, or ended unkept after we subscribed, its message
+                # maybe still on its way: the listener's sync() lets every message sent before it through.
+                if wake.ended is None:
+                    await listener.sync()
+                if wake.ended is None:
+                    raise
+                continue
+            if done:
+                return value
+            await wake.wait(_SAFETY_POLL)
+
     async def _outcome(self) -> tuple[bool, Any]:
         key = self.queue.keys.job(self.id)
-        fields: list[bytes | None] = await self.queue.redis.hmget(key, "status", "result", "error", "tb")  # type: ignore[assignment]
-        status, result, error, tb = fields
+        fields: list[bytes | None] = await self.queue.redis.hmget(key, "status", "result", "error", "tb", "task")  # type: ignore[assignment]
+        status, result, error, tb, task = fields
         if status is None:
             raise JobNotFound(self.id)
         if status == b"succeeded":
-            return True, decode_result(result or b"")
+            return True, decode_typed_result(self.id, result or b"", self._result_type(task))
         if status == b"failed":
             raise JobFailed(self.id, _text(error) or "unknown error", _text(tb) or "")
         if status == b"cancelled":
             raise JobCancelled(self.id)
         return False, None
 
+    def _result_type(self, task_name: bytes | None) -> Any:
+        task: Task[Any, Any] | None = self.queue.tasks.get(_text(task_name) or "")
+        return Any if task is None else task._result_type
+
+    def _from_message(self, message: bytes) -> Any:
+        """The outcome a job that was not kept published (see close_job in _lib.lua):
+        ``<status>\\n<length of the task name>\\n<task name><result>``."""
+        status, _, rest = message.partition(b"\n")
+        length, _, rest = rest.partition(b"\n")
+        n = int(length) if length.isdigit() else 0
+        if status == b"succeeded":
+            return decode_typed_result(self.id, rest[n:], self._result_type(rest[:n]))
+        if status == b"cancelled":
+            raise JobCancelled(self.id)
+        raise JobFailed(self.id, f"the job ended {_text(status)}, and was not kept")
+
     async def cancel(self) -> bool:
         """Cancel the job. A scheduled or queued job is removed at once; a running
         one is stopped by its pool (across processes) and ends ``cancelled``.
-        Returns False when the job is missing or already ended."""
-        return await self.queue.scripts.cancel(self.id, self.queue._keep_ms(None)) > 0
+        Returns False when the job is missing or already ended. The job is kept for
+        its task's ``keep_result`` (the value of the task registered on this queue,
+        else the one the pools registered, else the queue's)."""
+        q = self.queue
+        known = [(name, q._keep_ms(task)) for name, task in q.tasks.items()]
+        return await q.scripts.cancel(self.id, q._keep_ms(None), known) > 0
 
     async def reschedule(self, *, at: datetime | None = None, delay: float | timedelta | None = None) -> bool:
         """Move a scheduled, queued, failed or cancelled job to ``scheduled`` at a new
@@ -228,12 +323,16 @@ _SAFETY_POLL = 5.0
 
 
 class _Wakeup:
-    """A resettable event for callbacks from the pub/sub listener."""
+    """A resettable event for callbacks from the pub/sub listener; ``ended`` holds the
+    outcome an unkept job published (a message with a newline), once one came."""
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self.ended: bytes | None = None
 
     def __call__(self, data: bytes | None) -> None:
+        if data and b"\n" in data:
+            self.ended = data
         self._event.set()
 
     async def wait(self, timeout: float) -> None:
@@ -243,21 +342,26 @@ class _Wakeup:
 
 
 def due_time(delay: float | timedelta | None, at: datetime | None) -> tuple[float | None, int | None]:
-    """Validate ``delay``/``at``: (delay seconds, due epoch ms)."""
+    """Validate ``delay``/``at``: (delay seconds, due epoch ms). Both are bounded to 100
+    years ahead (``MAX_SECONDS``); a time in the past means now."""
     if delay is not None and at is not None:
         raise ValueError("delay, at: give one or the other, not both")
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if delay is not None:
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay != delay:
+        if not isinstance(delay, int | float) or isinstance(delay, bool):
             raise ValueError(f"delay: must be a number of seconds or a timedelta, got {delay!r}")
-        if delay < 0:
-            raise ValueError(f"delay: must be >= 0, got {delay!r}")
-        return float(delay), None
+        return check_seconds("delay", delay, zero=True), None
     if at is not None:
         if not isinstance(at, datetime):
             raise ValueError(f"at: must be a datetime, got {at!r}")
         if at.tzinfo is None or at.utcoffset() is None:
             raise ValueError("at: must be timezone-aware (a naive datetime is ambiguous)")
-        return None, round(at.timestamp() * 1000)
+        try:
+            ts = at.timestamp()
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"at: {at!r} cannot be a due time: {exc}") from None
+        if ts - time.time() > MAX_SECONDS:
+            raise ValueError(f"at: must be at most {MAX_SECONDS:.0f} seconds (100 years) from now, got {at!r}")
+        return None, max(0, round(ts * 1000))  # before 1970 is in the past too: now
     return None, None

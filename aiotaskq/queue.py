@@ -15,6 +15,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from . import schedule as _schedule
 from ._keys import Keys, validate_queue_name
+from ._limits import check_byte_limit, check_keep, keep_ms
 from ._listener import Listener
 from ._scripts import Call, Scripts
 from ._url import redact_url
@@ -29,6 +30,7 @@ R = TypeVar("R")
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_KEEP_RESULT: Final = 86400.0
 DEFAULT_MAX_PAYLOAD: Final = 1 << 20
+DEFAULT_MAX_RESULT: Final = 1 << 20
 _BATCH: Final = 1000  # jobs per round trip
 _JOBS_PER_CALL: Final = 100  # jobs per enqueue.lua call: Redis runs nothing else meanwhile
 # A stale pooled connection (Redis restarted) fails once; retry it quickly.
@@ -64,8 +66,10 @@ class Queue:
 
     ``url`` defaults to ``$AIOTASKQ_REDIS_URL``, then ``redis://localhost:6379/0``;
     pass ``redis`` to share an existing ``redis.asyncio.Redis`` client (it must
-    not decode responses). Results of succeeded and cancelled jobs are kept for
-    ``keep_result`` seconds; failed jobs are kept until purged or requeued.
+    not decode responses). Succeeded and cancelled jobs are kept for ``keep_result``
+    seconds (0: not at all; ``KEEP_FOREVER``: until purged); failed jobs are kept until
+    purged or requeued. A task's encoded arguments may take ``max_payload_bytes``, its
+    encoded return value ``max_result_bytes`` (a larger one fails the job).
     """
 
     def __init__(
@@ -76,15 +80,13 @@ class Queue:
         redis: Redis | None = None,
         keep_result: float = DEFAULT_KEEP_RESULT,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        max_result_bytes: int = DEFAULT_MAX_RESULT,
     ) -> None:
         self.name = validate_queue_name(name)
         self.keys = Keys(name)
-        if keep_result < 0:
-            raise ValueError(f"keep_result: must be >= 0 seconds, got {keep_result!r}")
-        if max_payload_bytes <= 0:
-            raise ValueError(f"max_payload_bytes: must be > 0, got {max_payload_bytes!r}")
-        self.keep_result = keep_result
-        self.max_payload_bytes = max_payload_bytes
+        self.keep_result = check_keep("keep_result", keep_result)
+        self.max_payload_bytes = check_byte_limit("max_payload_bytes", max_payload_bytes)
+        self.max_result_bytes = check_byte_limit("max_result_bytes", max_result_bytes)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._url = url or os.environ.get("AIOTASKQ_REDIS_URL") or DEFAULT_URL
         self._redis = redis
@@ -308,13 +310,16 @@ class Queue:
 
     # -- inspection and maintenance ------------------------------------------------------------
 
-    def job(self, job_id: str) -> Job:
-        """A handle on the job with this id (no Redis call)."""
+    def job(self, job_id: str) -> Job[Any]:
+        """A handle on the job with this id (no Redis call). Its ``result()`` converts the
+        value to the return annotation of the job's task when it is registered here."""
         return Job(self, job_id)
 
     def _keep_ms(self, task: Task[Any, Any] | None) -> int:
+        """How long a job of ``task`` is kept once it ended, as the scripts take it (ms,
+        -1 forever): the task's keep_result, else the queue's."""
         keep = task.keep_result if task is not None and task.keep_result is not None else self.keep_result
-        return round(keep * 1000)
+        return keep_ms(keep)
 
     async def counts(self) -> dict[JobStatus, int]:
         """The number of jobs in each status, zeros included."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+import typing
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from ._limits import check_keep, check_seconds
 from .retry import Backoff, BackoffFn, as_backoff
 
 if TYPE_CHECKING:
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000
@@ -56,6 +60,8 @@ class Task(Generic[P, R]):
         validate_retries(retries)
         validate_timeout(timeout)
         validate_priority(priority)
+        if keep_result is not None:
+            keep_result = check_keep("keep_result", keep_result)
         if not name:
             raise ValueError("name: a task name must be a non-empty string")
         self.queue = queue
@@ -71,6 +77,16 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
+    @functools.cached_property
+    def _result_type(self) -> Any:
+        """The function's return annotation (``Any`` when missing or unresolvable):
+        ``result()`` converts the stored value to it."""
+        try:
+            hint = typing.get_type_hints(self.fn).get("return", Any)
+        except Exception:  # noqa: BLE001 - an annotation that does not resolve: no conversion
+            return Any
+        return Any if hint is type(None) else hint
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
@@ -81,13 +97,26 @@ class Task(Generic[P, R]):
         """Options for the next enqueue: delay, at, priority, job_id, retries, timeout."""
         return BoundTask(self, EnqueueOptions(**options))
 
-    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Enqueue one run with the task's defaults."""
+    # The job's result type T: what the function returns, awaited for a coroutine function.
+    @overload
+    async def enqueue(self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> Job[T]: ...
+    @overload
+    async def enqueue(self: Task[P, T], *args: P.args, **kwargs: P.kwargs) -> Job[T]: ...
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Enqueue one run with the task's defaults: a ``Job`` of the function's result type."""
         job = await BoundTask(self, EnqueueOptions()).enqueue(*args, **kwargs)
         assert job is not None  # no job_id given: never deduplicated
         return job
 
-    async def enqueue_many(self, calls: Iterable[Iterable[Any] | Mapping[str, Any]]) -> list[Job | None]:
+    @overload
+    async def enqueue_many(
+        self: Task[P, Coroutine[Any, Any, T]], calls: Iterable[Iterable[Any] | Mapping[str, Any]]
+    ) -> list[Job[T] | None]: ...
+    @overload
+    async def enqueue_many(
+        self: Task[P, T], calls: Iterable[Iterable[Any] | Mapping[str, Any]]
+    ) -> list[Job[T] | None]: ...
+    async def enqueue_many(self, calls: Iterable[Iterable[Any] | Mapping[str, Any]]) -> list[Job[Any] | None]:
         """Enqueue many runs in one pipelined round trip: each item is a tuple of
         positional arguments or a mapping of keyword arguments."""
         return await BoundTask(self, EnqueueOptions()).enqueue_many(calls)
@@ -103,11 +132,25 @@ class BoundTask(Generic[P, R]):
     def options(self, **options: Any) -> BoundTask[P, R]:
         return BoundTask(self.task, replace(self._options, **options))
 
-    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job | None:
+    @overload
+    async def enqueue(
+        self: BoundTask[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Job[T] | None: ...
+    @overload
+    async def enqueue(self: BoundTask[P, T], *args: P.args, **kwargs: P.kwargs) -> Job[T] | None: ...
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[Any] | None:
         """Enqueue one run; None when ``job_id`` names a job that is still pending."""
         return await self.task.queue._enqueue_task(self.task, args, kwargs, self._options)
 
-    async def enqueue_many(self, calls: Iterable[Iterable[Any] | Mapping[str, Any]]) -> list[Job | None]:
+    @overload
+    async def enqueue_many(
+        self: BoundTask[P, Coroutine[Any, Any, T]], calls: Iterable[Iterable[Any] | Mapping[str, Any]]
+    ) -> list[Job[T] | None]: ...
+    @overload
+    async def enqueue_many(
+        self: BoundTask[P, T], calls: Iterable[Iterable[Any] | Mapping[str, Any]]
+    ) -> list[Job[T] | None]: ...
+    async def enqueue_many(self, calls: Iterable[Iterable[Any] | Mapping[str, Any]]) -> list[Job[Any] | None]:
         items: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for call in calls:
             if isinstance(call, Mapping):
@@ -132,6 +175,5 @@ def validate_retries(retries: int) -> int:
 
 
 def validate_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-        raise ValueError(f"timeout: must be a number of seconds > 0, got {timeout!r}")
-    return timeout
+    """None (no timeout) or a finite number of seconds > 0, at most 100 years."""
+    return None if timeout is None else check_seconds("timeout", timeout, zero=False)

@@ -27,9 +27,9 @@ async def test_jobs_claimed_by_a_lost_reply_are_given_back(queue: Queue) -> None
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(pool.run)
-            results = [await j.result() for j in jobs]
+            for j in jobs:
+                await j.result()  # typed None (the task returns nothing): it ended succeeded
             pool.stop()
-    assert results == [None, None, None]
     assert sorted(ran) == [0, 1, 2]
     for j in jobs:
         assert (await j.info()).attempts == 1  # the lost claim was not charged

@@ -225,27 +225,50 @@ local function take_idle_slot(prefix, now)
 end
 
 -- Move a job to an end state: recorded in its zset, expired after keep_ms
--- (0 keeps nothing, negative keeps it forever), waiters told. fields: more
--- field/value pairs to write with the status (or nil). The zset trim is deferred.
+-- (0 keeps nothing, negative keeps it forever), waiters told on its done channel.
+-- fields: more field/value pairs to write with the status (or nil). The zset trim is
+-- deferred. The message is the status; for a job not kept, its outcome itself, which
+-- nothing could read again: <status>\n<length of the task name>\n<task name><result>.
 local function close_job(job_key, id, status, zset, now, keep_ms, channel, fields)
   keep_ms = tonumber(keep_ms)
   if keep_ms == 0 then
+    local task, result = redis.call('HGET', job_key, 'task') or '', ''
+    for i = 1, #(fields or {}) - 1, 2 do
+      if fields[i] == 'result' then
+        result = fields[i + 1]
+      end
+    end
     redis.call('DEL', job_key)
+    redis.call('PUBLISH', channel, status .. '\n' .. #task .. '\n' .. task .. result)
+    return
+  end
+  local f = {'status', status, 'end_at', int(now)}
+  for _, v in ipairs(fields or {}) do
+    f[#f + 1] = v
+  end
+  redis.call('HSET', job_key, unpack(f))
+  later_zadd(zset, int(now), id)
+  if keep_ms > 0 then
+    redis.call('PEXPIRE', job_key, int(keep_ms))
+    later_trim(zset, now - keep_ms)
   else
-    local f = {'status', status, 'end_at', int(now)}
-    for _, v in ipairs(fields or {}) do
-      f[#f + 1] = v
-    end
-    redis.call('HSET', job_key, unpack(f))
-    later_zadd(zset, int(now), id)
-    if keep_ms > 0 then
-      redis.call('PEXPIRE', job_key, int(keep_ms))
-      later_trim(zset, now - keep_ms)
-    else
-      redis.call('PERSIST', job_key)
-    end
+    redis.call('PERSIST', job_key)
   end
   redis.call('PUBLISH', channel, status)
+end
+
+-- The keep ms of a job of `task` that ends cancelled outside its pool (cancel.lua,
+-- reap.lua): the value the caller knows for that task (pairs of task name and keep ms
+-- in known, from index i), else the one pools registered in the keep hash (written
+-- with the tasks hash), else fallback.
+local function task_keep(prefix, task, fallback, known, i)
+  task = task or ''
+  for j = i or 1, #(known or {}) - 1, 2 do
+    if known[j] == task then
+      return known[j + 1]
+    end
+  end
+  return redis.call('HGET', prefix .. 'keep', task) or fallback
 end
 
 -- Store a new job, queued or scheduled: the body of enqueue.lua, shared with tick.lua.

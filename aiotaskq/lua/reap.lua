@@ -1,7 +1,8 @@
 -- reap: active jobs of dead pools -> queued | failed | cancelled
 -- KEYS[1] pools zset, KEYS[2] queued zset (bands), KEYS[3] failed zset
 -- KEYS[4] cancelled zset, KEYS[5] stats hash, KEYS[6] idle zset
--- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] stale timeout ms, ARGV[3] keep ms
+-- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] stale timeout ms, ARGV[3] keep ms (of a cancelled
+-- job whose task the pools did not register a keep time for: see task_keep)
 -- ARGV[4] the calling pool's id (never reaps itself)
 -- ARGV[5] grace ms, ARGV[6..] suspects: pools whose presence connection is gone (see
 --   presence.lua); each is reaped too when its alive time is more than the grace in the past
@@ -34,7 +35,7 @@ local reaped = 0
 
 local function requeue_job(pool_id, id, unstarted)
   local job_key = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', 'retries', 'prio', 'cancel')
+  local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', 'retries', 'prio', 'cancel', 'task')
   if f[1] ~= 'active' or f[2] ~= pool_id then
     return
   end
@@ -45,7 +46,7 @@ local function requeue_job(pool_id, id, unstarted)
   end
   if f[6] == '1' then
     redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
-    close_job(job_key, id, 'cancelled', KEYS[4], now, keep_ms, channel)
+    close_job(job_key, id, 'cancelled', KEYS[4], now, task_keep(prefix, f[7], keep_ms), channel)
   elseif tonumber(f[3]) > (tonumber(f[4]) or 0) then
     redis.call('HSET', job_key, 'error', 'WorkerLost: the pool running this job (' .. pool_id ..
       ') stopped sending heartbeats; attempt ' .. f[3] .. ' was lost and no retries are left', 'tb', '')
