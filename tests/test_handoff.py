@@ -7,9 +7,10 @@ from datetime import timedelta
 from typing import cast
 
 import anyio
-from _util import queued_ids, run_pool
+import pytest
+from _util import queued_ids, run_pool, wait_for
 
-from aiotaskq import JobStatus, Pool, Queue
+from aiotaskq import JobStatus, Pool, Queue, _presence
 from aiotaskq._runner import _record_fields
 from aiotaskq.job import encode_payload
 
@@ -141,8 +142,11 @@ async def test_the_reaper_gives_back_a_dead_pools_inbox_uncharged(queue: Queue) 
     assert await queue.redis.zscore(k.idle, "dead") is None
 
 
-async def test_an_idle_pool_starts_a_handed_job_without_claiming_it(queue: Queue) -> None:
+async def test_an_idle_pool_starts_a_handed_job_without_claiming_it(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
     started, release = anyio.Event(), anyio.Event()
+    monkeypatch.setattr(_presence, "_TICK", 30.0)  # one presence tick at the start, then none while we count
 
     @queue.task(name="handed.work")
     async def work() -> None:
@@ -155,6 +159,7 @@ async def test_an_idle_pool_starts_a_handed_job_without_claiming_it(queue: Queue
     quiet = {"poll_interval": 30.0, "heartbeat_interval": 30.0, "stale_timeout": 90.0}
     async with run_pool(queue, idle=True, concurrency=1, **quiet) as pool:
         runner = pool.runners[0]
+        await wait_for(lambda: _ticked(queue, runner.pool_id), 5, "the pool's first presence tick")
         before = await _calls(queue, "evalsha")
         j = await work.enqueue()
         with anyio.fail_after(2):
@@ -164,6 +169,10 @@ async def test_an_idle_pool_starts_a_handed_job_without_claiming_it(queue: Queue
         assert (await j.info()).pool_id == runner.pool_id
         release.set()
         await j.result(timeout=5)
+
+
+async def _ticked(q: Queue, pool_id: str) -> bool:
+    return await q.redis.hexists(q.keys.presence, pool_id)
 
 
 async def _calls(q: Queue, command: str) -> int:
