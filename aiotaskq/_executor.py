@@ -36,6 +36,7 @@ class Claimed:
     retries: int
     timeout: float | None
     pool_id: str
+    enqueued_ms: bytes = b""  # enqueue time, epoch ms as sent by the claim (parsed when asked for)
     stop_reason: str | None = None  # "abort", "shutdown" or "lost" once cancelled by the pool
     worker: asyncio.Task[Any] | None = None  # the worker task while the attempt runs
     cancels: int = 0  # cancellations stop() sent to that task
