@@ -1,6 +1,8 @@
 """aiotaskq: an asyncio-native background job queue backed by Redis."""
 
+from .context import JobContext, current_job
 from .errors import AiotaskqError, JobCancelled, JobFailed, JobNotFound, Retry
+from .hooks import JobOutcome
 from .job import Job, JobInfo, JobStatus
 from .pool import Pool
 from .queue import PayloadTooLarge, Queue
@@ -14,9 +16,11 @@ __all__ = [
     "BoundTask",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobFailed",
     "JobInfo",
     "JobNotFound",
+    "JobOutcome",
     "JobStatus",
     "PayloadTooLarge",
     "Pool",
@@ -24,6 +28,7 @@ __all__ = [
     "Retry",
     "ScheduleInfo",
     "Task",
+    "current_job",
 ]
 
 for _name in __all__:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
+from . import hooks
 from ._executor import Claimed
 from ._monitor import watch_event_loop
 from ._runner import QueueRunner
 from ._scheduler import Scheduler
+from .hooks import AfterJob, BeforeJob
 from .queue import Queue
 
 log = logging.getLogger("aiotaskq")
@@ -77,6 +79,8 @@ class Pool:
         shutdown_timeout: float = 30.0,
         on_startup: Hook | None = None,
         on_shutdown: Hook | None = None,
+        before_job: BeforeJob | None = None,
+        after_job: AfterJob | None = None,
     ) -> None:
         self.queues = [queues] if isinstance(queues, Queue) else list(queues)
         if not self.queues:
@@ -98,8 +102,18 @@ class Pool:
         self.heartbeat_interval = heartbeat_interval
         self.stale_timeout = stale_timeout
         self.shutdown_timeout = shutdown_timeout
+        for name, fn in (("on_startup", on_startup), ("on_shutdown", on_shutdown), ("before_job", before_job),
+                         ("after_job", after_job)):  # fmt: skip
+            if fn is not None:
+                hooks.check_hook(name, fn)
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
+        self.before_job = before_job
+        self.after_job = after_job
+        #: A namespace for resources the startup hooks create (``pool.state.http = ...``);
+        #: tasks reach it as ``current_job().state``.
+        self.state = SimpleNamespace()
+        self._started_up = False
         self.slots = _Slots(concurrency)
         self.runners = [QueueRunner(self, q) for q in self.queues]
         self.schedulers = [Scheduler(q, poll_interval) for q in self.queues]  # recurring schedules
@@ -140,7 +154,7 @@ class Pool:
                     for r in self.runners:
                         await r.register()
                         await r.subscribe()
-                    await _call_hook(self.on_startup, self)
+                    await self._startup()
                 self._starting = None
                 background.start_soon(self._liveness_loop)
                 for s in self.schedulers:
@@ -194,7 +208,7 @@ class Pool:
             await r.leave()
             await r.unsubscribe()
         try:
-            await _call_hook(self.on_shutdown, self)
+            await self._shutdown()
         finally:
             background.cancel_scope.cancel()
             log.info("pool stopped")
@@ -212,6 +226,34 @@ class Pool:
                     log.info("requeued %d claimed job(s) that never started", len(left))
                 except (RedisError, OSError) as exc:
                     log.warning("could not requeue %d claimed job(s): %s", len(left), exc)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def _startup(self) -> None:
+        """Give each queue's executor the per-job hooks and the state, then run the
+        startup hooks: the pool's own, then each queue's, in the order declared. An
+        error propagates: the pool does not serve."""
+        for r in self.runners:
+            h = hooks.hooks_of(r.queue)
+            r.executor.queue_name = r.queue.name
+            r.executor.state = self.state
+            r.executor.before_job = tuple(hooks.gather(self.before_job, h.before_job))
+            r.executor.after_job = tuple(hooks.gather(self.after_job, h.after_job))
+        for hook in hooks.gather(self.on_startup, (fn for q in self.queues for fn in hooks.hooks_of(q).on_startup)):
+            await hooks.call(hook, self)
+        self._started_up = True
+
+    async def _shutdown(self) -> None:
+        """The shutdown hooks, in the reverse order, when the startup hooks all ran. An
+        error is logged, and the other hooks still run."""
+        if not self._started_up:
+            return
+        found = hooks.gather(self.on_shutdown, (fn for q in self.queues for fn in hooks.hooks_of(q).on_shutdown))
+        for hook in reversed(found):
+            try:
+                await hooks.call(hook, self)
+            except Exception:  # a hook's error must not stop the others (the pool stops anyway)
+                log.exception("on_shutdown hook %s failed", hooks.hook_name(hook))
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -282,11 +324,3 @@ def _positive(name: str, value: float) -> Any:
     if not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{name}: must be > 0, got {value!r}")
     return value
-
-
-async def _call_hook(hook: Hook | None, pool: Pool) -> None:
-    if hook is None:
-        return
-    out = hook(pool)
-    if inspect.isawaitable(out):
-        await out

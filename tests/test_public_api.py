@@ -13,9 +13,11 @@ EXPECTED = {
     "BoundTask",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobFailed",
     "JobInfo",
     "JobNotFound",
+    "JobOutcome",
     "JobStatus",
     "PayloadTooLarge",
     "Pool",
@@ -23,6 +25,7 @@ EXPECTED = {
     "Retry",
     "ScheduleInfo",
     "Task",
+    "current_job",
 }
 
 # The names the design contract promises (section 2).
