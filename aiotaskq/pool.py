@@ -179,12 +179,13 @@ class Pool:
                 async with anyio.create_task_group() as claims:
                     for r in self.runners:
                         claims.start_soon(r.claim_loop)
-            log.info("pool stopping: waiting up to %.1fs for %d running job(s)", self.shutdown_timeout,
-                     self._running)  # fmt: skip
+            log.info("pool stopping: waiting up to %.1fs for %d running job(s)%s", self.shutdown_timeout,
+                     self._running, self._running_jobs())  # fmt: skip
             with anyio.move_on_after(self.shutdown_timeout):
                 while self._running:
                     self._idle.clear()
                     await self._idle.wait()
+            self._log_cut_short()
             for r in self.runners:
                 for job in list(r.running.values()):
                     job.stop("shutdown")
@@ -254,6 +255,32 @@ class Pool:
                 await hooks.call(hook, self)
             except Exception:  # a hook's error must not stop the others (the pool stops anyway)
                 log.exception("on_shutdown hook %s failed", hooks.hook_name(hook))
+
+    def _running_jobs(self, limit: int = 5) -> str:
+        """``: <id> (<task>), ...`` for the jobs running now (plain functions marked), or ''."""
+        running = [(r, j) for r in self.runners for j in r.running.values()]
+        parts = []
+        for r, job in running[:limit]:
+            task = r.queue.tasks.get(job.task)
+            parts.append(f"{job.id} ({job.task}{'' if task is None or task.is_async else ', a plain function'})")
+        more = f" and {len(running) - limit} more" if len(running) > limit else ""
+        return f": {', '.join(parts)}{more}" if parts else ""
+
+    def _log_cut_short(self) -> None:
+        """After the shutdown timeout: say which jobs are cut short, and which of them
+        keep a thread busy (Python cannot interrupt a plain function's thread)."""
+        if not self._running:
+            return
+        log.warning("shutdown timeout (%.1fs) reached: cancelling %d job(s) and handing them back%s",
+                    self.shutdown_timeout, self._running, self._running_jobs())  # fmt: skip
+        for r in self.runners:
+            for job in r.running.values():
+                task = r.queue.tasks.get(job.task)
+                if task is not None and not task.is_async:
+                    log.warning(
+                        "job %s (%s) is a plain function: its thread cannot be interrupted and runs on until "
+                        "the function returns; the process exits only then", job.id, job.task,
+                    )  # fmt: skip
 
     # -- jobs ----------------------------------------------------------------------------------
 
