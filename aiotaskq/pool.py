@@ -114,6 +114,7 @@ class Pool:
         #: tasks reach it as ``current_job().state``.
         self.state = SimpleNamespace()
         self._started_up = False
+        self._startup_error: Exception | None = None
         self.slots = _Slots(concurrency)
         self.runners = [QueueRunner(self, q) for q in self.queues]
         self.schedulers = [Scheduler(q, poll_interval) for q in self.queues]  # recurring schedules
@@ -164,6 +165,8 @@ class Pool:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._close(background)
+        if self._startup_error is not None:
+            raise self._startup_error
 
     async def _serve(self) -> None:
         jobs: asyncio.Queue[tuple[QueueRunner, Claimed] | None] = asyncio.Queue()
@@ -232,8 +235,8 @@ class Pool:
 
     async def _startup(self) -> None:
         """Give each queue's executor the per-job hooks and the state, then run the
-        startup hooks: the pool's own, then each queue's, in the order declared. An
-        error propagates: the pool does not serve."""
+        startup hooks: the pool's own, then each queue's, in the order declared. On an
+        error the pool stops before it claims anything, and ``run()`` raises it."""
         for r in self.runners:
             h = hooks.hooks_of(r.queue)
             r.executor.queue_name = r.queue.name
@@ -241,7 +244,12 @@ class Pool:
             r.executor.before_job = tuple(hooks.gather(self.before_job, h.before_job))
             r.executor.after_job = tuple(hooks.gather(self.after_job, h.after_job))
         for hook in hooks.gather(self.on_startup, (fn for q in self.queues for fn in hooks.hooks_of(q).on_startup)):
-            await hooks.call(hook, self)
+            try:
+                await hooks.call(hook, self)
+            except Exception as exc:  # noqa: BLE001 - user code; run() raises it once the pool has left
+                self._startup_error = exc
+                self.stop()
+                return
         self._started_up = True
 
     async def _shutdown(self) -> None:
