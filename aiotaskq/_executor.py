@@ -243,8 +243,7 @@ class Executor:
         retrying = _will_retry(job, retry_ms)
         if out_of_retries is not None and not retrying:
             error = out_of_retries
-        if log.isEnabledFor(logging.INFO):
-            _log_failure(job, error, tb, retry_ms, requested=out_of_retries is not None)
+        _log_failure(job, error, tb, retry_ms, requested=out_of_retries is not None)
         return Outcome(
             "fail", job.id, job.pool_id, job.attempt, _utf8(error[:_MAX_ERROR]), _utf8(tb[-_MAX_TRACEBACK:]), retry_ms
         )
@@ -256,8 +255,10 @@ def _will_retry(job: Claimed, retry_ms: int) -> bool:
 
 
 def _log_failure(job: Claimed, error: str, tb: str, retry_ms: int, *, requested: bool) -> None:
-    """A retry at WARNING (INFO when the task asked for it with Retry): the job is not lost,
-    but a dependency may be flaky. A final failure at ERROR, with its traceback."""
+    """A failure that will be retried at INFO, saying when: the queue is doing what it was
+    told, and a WARNING per retried job would flood the logs (and cost every job a write)
+    when a dependency hiccups at 50,000 jobs/s. A final failure at ERROR, with its traceback:
+    that one needs a person."""
     total = max(job.retries + 1, job.attempt)
     this = f"job {job.id} ({job.task}) attempt {job.attempt} of {total}"
     if _will_retry(job, retry_ms):
@@ -265,8 +266,8 @@ def _log_failure(job: Claimed, error: str, tb: str, retry_ms: int, *, requested:
             log.info("%s asked for a retry; retrying in %.1fs (attempt %d of %d)", this, retry_ms / 1000,
                      job.attempt + 1, total)  # fmt: skip
         else:
-            log.warning("%s failed: %s; retrying in %.1fs (attempt %d of %d)", this, error, retry_ms / 1000,
-                        job.attempt + 1, total)  # fmt: skip
+            log.info("%s failed: %s; retrying in %.1fs (attempt %d of %d)", this, error, retry_ms / 1000,
+                     job.attempt + 1, total)  # fmt: skip
         return
     if retry_ms < 0 and not requested:
         why = "not retried: it cannot run as stored"

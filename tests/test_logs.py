@@ -31,7 +31,7 @@ async def test_a_failure_that_will_be_retried_says_when(queue: Queue, caplog: py
         await wait_status(queue, job.id, JobStatus.SCHEDULED)
         await wait_for(lambda: bool(_records(caplog, job.id)), 5, "the failure to be logged")
     [rec] = _records(caplog, job.id)
-    assert rec.levelno == logging.WARNING
+    assert rec.levelno == logging.INFO
     assert rec.getMessage() == (
         f"job {job.id} (log.flaky) attempt 1 of 3 failed: ConnectionError: upstream reset; "
         "retrying in 30.0s (attempt 2 of 3)"
@@ -70,7 +70,7 @@ async def test_a_final_failure_is_an_error_with_its_traceback(queue: Queue, capl
             await job.result(timeout=5)
         await wait_for(lambda: len(_records(caplog, job.id)) == 2, 5, "both attempts to be logged")
     retried, final = _records(caplog, job.id)
-    assert retried.levelno == logging.WARNING and "retrying in 0.0s (attempt 2 of 2)" in retried.getMessage()
+    assert retried.levelno == logging.INFO and "retrying in 0.0s (attempt 2 of 2)" in retried.getMessage()
     assert final.levelno == logging.ERROR
     text = final.getMessage()
     first_line, _, trace = text.partition("\n")
@@ -147,3 +147,22 @@ async def test_shutdown_names_the_jobs_it_waits_for_and_the_threads_it_cannot_st
         assert await job.status() is JobStatus.QUEUED  # handed back, uncharged
     finally:
         release.set()
+
+
+async def test_a_final_failure_is_logged_even_when_logging_is_not_configured(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Python's default WARNING threshold, a failure for good still shows; a retry does not."""
+    caplog.set_level(logging.WARNING, logger="aiotaskq")
+
+    @queue.task(name="log.once", retries=1, backoff=lambda attempt: 0.0)
+    async def once() -> None:
+        raise RuntimeError("nope")
+
+    job = await once.enqueue()
+    async with run_pool(queue):
+        with pytest.raises(JobFailed):
+            await job.result(timeout=5)
+        await wait_for(lambda: bool(_records(caplog, job.id)), 5, "the failure to be logged")
+    [rec] = _records(caplog, job.id)
+    assert rec.levelno == logging.ERROR and "attempt 2 of 2 failed, out of retries" in rec.getMessage()
