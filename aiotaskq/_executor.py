@@ -8,6 +8,7 @@ import inspect
 import logging
 import traceback
 import typing
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -80,26 +81,28 @@ class Executor:
         self.before_job: tuple[BeforeJob, ...] = ()
         self.after_job: tuple[AfterJob, ...] = ()
 
-    async def run(self, job: Claimed) -> Outcome | None:
-        """Run one attempt; returns its outcome to record (None: drop it). The job's
-        context (``current_job()``) is set while it and its hooks run."""
+    def run(self, job: Claimed) -> Coroutine[Any, Any, Outcome | None]:
+        """Run one attempt (await what it returns); its outcome to record (None: drop it).
+        The job's context (``current_job()``) is set while the attempt and its hooks run.
+        (A plain method: a coroutine frame per job, to wrap the after_job hooks, cost more
+        than the job's context; it is only there when there are such hooks.)"""
         ctx = JobContext(job, self)
-        token = _current.set(ctx)
+        if self.after_job:
+            return self._run_with_after_hooks(job, ctx)
+        return self._attempt(job, ctx)
+
+    async def _run_with_after_hooks(self, job: Claimed, ctx: JobContext) -> Outcome | None:
         try:
-            try:
-                outcome = await self._attempt(job, ctx)
-            except asyncio.CancelledError:  # the pool itself is cancelled: it gives the attempt back
-                if self.after_job:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(_HOOK_GRACE):
-                        await self._after(ctx, JobOutcome("interrupted"))
-                raise
-            if self.after_job:
-                await self._after(ctx, self._outcome_for_hooks(job, ctx, outcome))
-            return outcome
-        finally:
-            _current.reset(token)
+            outcome = await self._attempt(job, ctx)
+        except asyncio.CancelledError:  # the pool itself is cancelled: it gives the attempt back
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_HOOK_GRACE):
+                await self._after(ctx, JobOutcome("interrupted"))
+            raise
+        await self._after(ctx, self._outcome_for_hooks(job, ctx, outcome))
+        return outcome
 
     async def _attempt(self, job: Claimed, ctx: JobContext) -> Outcome | None:
+        token = _current.set(ctx)
         try:
             task = self._task(job)
             args, kwargs = self._arguments(task, job)
@@ -125,6 +128,8 @@ class Executor:
             # KeyboardInterrupt and BaseException subclasses of its own too; none of them may stop the pool.
             ctx._error = exc
             return self._raised(job, exc, " (in a before_job hook)" if ctx._result is _IN_HOOK else "")
+        finally:
+            _current.reset(token)
 
     def _retry_requested(self, job: Claimed, r: Retry) -> Outcome:
         asked = r.seconds_from_now()
@@ -203,12 +208,16 @@ class Executor:
 
     async def _after(self, ctx: JobContext, outcome: JobOutcome) -> None:
         """The after_job hooks, last registered first. An error is logged; the outcome stands."""
-        for hook in reversed(self.after_job):
-            try:
-                await call_hook(hook, ctx, outcome)
-            except Exception:  # a hook's error must not lose the job's outcome
-                log.exception("after_job hook %s failed for job %s (%s); the job's outcome (%s) stands",
-                              hook_name(hook), ctx.id, ctx.task, outcome.status)  # fmt: skip
+        token = _current.set(ctx)
+        try:
+            for hook in reversed(self.after_job):
+                try:
+                    await call_hook(hook, ctx, outcome)
+                except Exception:  # a hook's error must not lose the job's outcome
+                    log.exception("after_job hook %s failed for job %s (%s); the job's outcome (%s) stands",
+                                  hook_name(hook), ctx.id, ctx.task, outcome.status)  # fmt: skip
+        finally:
+            _current.reset(token)
 
     def _outcome_for_hooks(self, job: Claimed, ctx: JobContext, out: Outcome | None) -> JobOutcome:
         if out is None or out.kind == "requeue":

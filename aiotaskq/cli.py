@@ -241,7 +241,7 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
 def _wait_for_task_threads() -> None:
     """Say so when the process cannot exit yet: plain-function tasks that outlived the
     shutdown timeout still run in their threads, and Python waits for them."""
-    left = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    left = [t for t in threading.enumerate() if t.name.startswith("AnyIO worker thread")]
     deadline = time.monotonic() + 0.5
     for t in left:  # idle worker threads end as the event loop closes
         t.join(max(0.0, deadline - time.monotonic()))
