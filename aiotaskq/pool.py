@@ -65,6 +65,11 @@ class Pool:
     ``run()`` serves until cancelled, ``stop()``, SIGTERM or SIGINT. On stop it
     claims nothing more, waits up to ``shutdown_timeout`` seconds for running
     jobs, then cancels the rest and requeues them without charging an attempt.
+
+    Hooks (``on_startup``/``on_shutdown`` with the pool, ``before_job``/``after_job``
+    with the job's context) come from these parameters and from the queues'
+    decorators (``@queue.on_startup``...); see ``aiotaskq.hooks``. ``state`` is a
+    namespace for what the startup hooks open; tasks reach it as ``current_job().state``.
     """
 
     def __init__(
