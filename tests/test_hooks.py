@@ -301,3 +301,28 @@ async def test_hooks_see_the_job_context(queue: Queue) -> None:
     async with run_pool(queue):
         await job.result(timeout=5)
     assert seen == [("before", job.id, 1, "h.ctx", queue.name), ("after", job.id, 1, "h.ctx", queue.name, True)]
+
+
+async def test_after_job_runs_when_the_pool_itself_is_cancelled(queue: Queue) -> None:
+    outcomes: list[JobOutcome] = []
+    started = anyio.Event()
+
+    @queue.after_job
+    async def record(ctx: JobContext, outcome: JobOutcome) -> None:
+        await anyio.sleep(0.01)  # an await in a cancelled pool: shielded
+        outcomes.append(outcome)
+
+    @queue.task(name="h.hangs")
+    async def hangs() -> None:
+        started.set()
+        await anyio.sleep(30)
+
+    job = await hangs.enqueue()
+    pool = Pool(queue, **FAST)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run)
+            await started.wait()
+            tg.cancel_scope.cancel()  # not a graceful stop
+    assert outcomes == [JobOutcome("interrupted")]
+    assert await job.status() is JobStatus.QUEUED  # handed back, uncharged
