@@ -1,7 +1,9 @@
 """aiotaskq: an asyncio-native background job queue backed by Redis."""
 
 from ._limits import KEEP_FOREVER
+from .context import JobContext, current_job
 from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry
+from .hooks import JobOutcome
 from .job import Job, JobInfo, JobStatus
 from .pool import Pool
 from .queue import PayloadTooLarge, Queue
@@ -17,9 +19,11 @@ __all__ = [
     "CorruptResult",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobFailed",
     "JobInfo",
     "JobNotFound",
+    "JobOutcome",
     "JobStatus",
     "PayloadTooLarge",
     "Pool",
@@ -27,6 +31,7 @@ __all__ = [
     "Retry",
     "ScheduleInfo",
     "Task",
+    "current_job",
 ]
 
 for _name in __all__:

@@ -8,7 +8,9 @@ import inspect
 import logging
 import traceback
 import typing
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -16,7 +18,10 @@ import msgspec
 
 from ._limits import keep_ms
 from ._scripts import Outcome, Scripts
+from .context import JobContext, _current
 from .errors import Retry
+from .hooks import AfterJob, BeforeJob, JobOutcome, hook_name
+from .hooks import call as call_hook
 from .job import decode_payload, encode_result
 from .task import Task
 
@@ -24,6 +29,8 @@ log = logging.getLogger("aiotaskq")
 
 _MAX_ERROR = 4000
 _MAX_TRACEBACK = 16000
+_HOOK_GRACE = 2.0  # seconds after_job hooks may take when the pool itself is cancelled
+_IN_HOOK: Any = object()  # JobContext._result while the before_job hooks run
 
 
 @dataclass(slots=True, eq=False)
@@ -37,6 +44,7 @@ class Claimed:
     retries: int
     timeout: float | None
     pool_id: str
+    enqueued_ms: bytes = b""  # enqueue time, epoch ms as sent by the claim (parsed when asked for)
     stop_reason: str | None = None  # "abort", "shutdown" or "lost" once cancelled by the pool
     worker: asyncio.Task[Any] | None = None  # the worker task while the attempt runs
     cancels: int = 0  # cancellations stop() sent to that task
@@ -75,9 +83,34 @@ class Executor:
         self.scripts = scripts
         self.keep_ms = keep_ms
         self._params: dict[str, _Params] = {}
+        # Set by the pool that runs this executor (Pool.run): what a job's context shows.
+        self.queue_name = ""
+        self.state = SimpleNamespace()
+        self.before_job: tuple[BeforeJob, ...] = ()
+        self.after_job: tuple[AfterJob, ...] = ()
 
-    async def run(self, job: Claimed) -> Outcome | None:
-        """Run one attempt; returns its outcome to record (None: drop it)."""
+    def run(self, job: Claimed) -> Coroutine[Any, Any, Outcome | None]:
+        """Run one attempt (await what it returns); its outcome to record (None: drop it).
+        The job's context (``current_job()``) is set while the attempt and its hooks run.
+        (A plain method: a coroutine frame per job, to wrap the after_job hooks, cost more
+        than the job's context; it is only there when there are such hooks.)"""
+        ctx = JobContext(job, self)
+        if self.after_job:
+            return self._run_with_after_hooks(job, ctx)
+        return self._attempt(job, ctx)
+
+    async def _run_with_after_hooks(self, job: Claimed, ctx: JobContext) -> Outcome | None:
+        try:
+            outcome = await self._attempt(job, ctx)
+        except asyncio.CancelledError:  # the pool itself is cancelled: it gives the attempt back
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_HOOK_GRACE):
+                await self._after(ctx, JobOutcome("interrupted"))
+            raise
+        await self._after(ctx, self._outcome_for_hooks(job, ctx, outcome))
+        return outcome
+
+    async def _attempt(self, job: Claimed, ctx: JobContext) -> Outcome | None:
+        token = _current.set(ctx)
         try:
             task = self._task(job)
             args, kwargs = self._arguments(task, job)
@@ -87,21 +120,30 @@ class Executor:
                 result = await self._stoppable(task, job, args, kwargs)
             except _Stopped:
                 return self._stopped(job)
+            ctx._result = result
             return self._succeeded(task, job, result)
         except Retry as r:
-            task_backoff = self.tasks[job.task].backoff
-            delay: float = r.delay if r.delay is not None else task_backoff(job.attempt)
-            text = f"Retry requested (delay {delay:.3f}s)"
-            return self._fail(job, text, "", delay, out_of_retries="Retry requested but no retries are left")
+            ctx._error = r
+            return self._retry_requested(job, r)
         except _BadInput as exc:
             return self._fail(job, str(exc), "", None)
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
                 raise  # the pool itself is being cancelled: the caller gives the attempt back
+            ctx._error = exc
             return self._raised(job, exc, " (raised by the task itself; the job was not cancelled)")
         except BaseException as exc:  # noqa: BLE001 - any error of the task ends its job: SystemExit,
             # KeyboardInterrupt and BaseException subclasses of its own too; none of them may stop the pool.
-            return self._raised(job, exc)
+            ctx._error = exc
+            return self._raised(job, exc, " (in a before_job hook)" if ctx._result is _IN_HOOK else "")
+        finally:
+            _current.reset(token)
+
+    def _retry_requested(self, job: Claimed, r: Retry) -> Outcome:
+        asked = r.seconds_from_now()
+        delay = asked if asked is not None else self.tasks[job.task].backoff(job.attempt)
+        text = f"Retry requested (delay {delay:.3f}s)"
+        return self._fail(job, text, "", delay, out_of_retries="Retry requested but no retries are left")
 
     async def _stoppable(self, task: Task[Any, Any], job: Claimed, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Call the task so that ``job.stop()`` cancels it; raises _Stopped when it did."""
@@ -154,11 +196,47 @@ class Executor:
         except TimeoutError:
             raise TimeoutError(f"the job ran longer than its timeout of {timeout:g}s") from None
 
-    @staticmethod
-    async def _invoke(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def _invoke(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if self.before_job:  # inside the attempt: its timeout and a cancellation apply to the hooks too
+            await self._before()
         if task.is_async:
             return await task.fn(*args, **kwargs)
         return await anyio.to_thread.run_sync(functools.partial(task.fn, *args, **kwargs), abandon_on_cancel=True)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def _before(self) -> None:
+        """The before_job hooks, in order. An error fails the attempt like an error of the
+        task (the task does not run; the job is retried if it has retries left)."""
+        ctx = _current.get()
+        ctx._result = _IN_HOOK
+        for hook in self.before_job:
+            await call_hook(hook, ctx)
+        ctx._result = None
+
+    async def _after(self, ctx: JobContext, outcome: JobOutcome) -> None:
+        """The after_job hooks, last registered first. An error is logged; the outcome stands."""
+        token = _current.set(ctx)
+        try:
+            for hook in reversed(self.after_job):
+                try:
+                    await call_hook(hook, ctx, outcome)
+                except Exception:  # a hook's error must not lose the job's outcome
+                    log.exception("after_job hook %s failed for job %s (%s); the job's outcome (%s) stands",
+                                  hook_name(hook), ctx.id, ctx.task, outcome.status)  # fmt: skip
+        finally:
+            _current.reset(token)
+
+    def _outcome_for_hooks(self, job: Claimed, ctx: JobContext, out: Outcome | None) -> JobOutcome:
+        if out is None or out.kind == "requeue":
+            return JobOutcome("interrupted")
+        if out.kind == "succeeded":
+            return JobOutcome("succeeded", result=ctx._result)
+        if out.kind == "cancelled":
+            return JobOutcome("cancelled")
+        if _will_retry(job, out.n):
+            return JobOutcome("retrying", error=ctx._error, retry_in=out.n / 1000)
+        return JobOutcome("failed", error=ctx._error)
 
     def _succeeded(self, task: Task[Any, Any], job: Claimed, result: Any) -> Outcome:
         try:
@@ -188,13 +266,41 @@ class Executor:
     def _fail(
         self, job: Claimed, error: str, tb: str, delay: float | None, out_of_retries: str | None = None
     ) -> Outcome:
-        if out_of_retries is not None and job.attempt > job.retries:
-            error = out_of_retries
         retry_ms = -1 if delay is None else round(delay * 1000)
-        log.info("job %s (%s) attempt %d failed: %s", job.id, job.task, job.attempt, error)
+        retrying = _will_retry(job, retry_ms)
+        if out_of_retries is not None and not retrying:
+            error = out_of_retries
+        _log_failure(job, error, tb, retry_ms, requested=out_of_retries is not None)
         return Outcome(
             "fail", job.id, job.pool_id, job.attempt, _utf8(error[:_MAX_ERROR]), _utf8(tb[-_MAX_TRACEBACK:]), retry_ms
         )
+
+
+def _will_retry(job: Claimed, retry_ms: int) -> bool:
+    """Whether fail.lua will schedule a retry for this failed attempt (as it decides)."""
+    return retry_ms >= 0 and job.attempt <= job.retries
+
+
+def _log_failure(job: Claimed, error: str, tb: str, retry_ms: int, *, requested: bool) -> None:
+    """A failure that will be retried at INFO, saying when: the queue is doing what it was
+    told, and a WARNING per retried job would flood the logs (and cost every job a write)
+    when a dependency hiccups at 50,000 jobs/s. A final failure at ERROR, with its traceback:
+    that one needs a person."""
+    total = max(job.retries + 1, job.attempt)
+    this = f"job {job.id} ({job.task}) attempt {job.attempt} of {total}"
+    if _will_retry(job, retry_ms):
+        if requested:
+            log.info("%s asked for a retry; retrying in %.1fs (attempt %d of %d)", this, retry_ms / 1000,
+                     job.attempt + 1, total)  # fmt: skip
+        else:
+            log.info("%s failed: %s; retrying in %.1fs (attempt %d of %d)", this, error, retry_ms / 1000,
+                     job.attempt + 1, total)  # fmt: skip
+        return
+    if retry_ms < 0 and not requested:
+        why = "not retried: it cannot run as stored"
+    else:
+        why = f"out of retries (retries={job.retries})"
+    log.error("%s failed, %s; the job is now failed: %s%s", this, why, error, "\n" + tb.rstrip() if tb else "")
 
 
 def _withdraw(job: Claimed) -> bool:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiotaskq")
 
-_FIELDS = 6  # id, task, payload, attempts, retries, timeout
+_FIELDS = 7  # id, task, payload, attempts, retries, timeout, enqueue time (ms)
 # A claim after a long wait for free slots (jobs that ended together, as a wave) goes out as
 # two calls, the first for _CHUNK jobs: see QueueRunner._claim.
 _CHUNK = 10
@@ -321,7 +321,7 @@ class QueueRunner:
         slot (handed over to a pool on several queues: it registers its free slots on each)."""
         no_room = []
         n = 0
-        for job_id, task, payload, attempts, retries, timeout in filter(None, rows):
+        for job_id, task, payload, attempts, retries, timeout, enqueued in filter(None, rows):
             job = Claimed(
                 id=job_id.decode(),
                 task=task.decode("utf-8", "replace"),
@@ -330,6 +330,7 @@ class QueueRunner:
                 retries=_number(retries, int) or 0,
                 timeout=_number(timeout, float) or self._task_timeout(task),
                 pool_id=pool_id,
+                enqueued_ms=enqueued,
             )
             if n < reserved:
                 n += 1

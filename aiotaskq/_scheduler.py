@@ -147,7 +147,7 @@ class Scheduler:
         if code == _FIRED:
             self.fired += 1
             assert p.fire_ms is not None
-            log.info("schedule %r on queue %r: enqueued job %s (%s) for tick %s", key, name,
+            log.debug("schedule %r on queue %r: enqueued job %s (%s) for tick %s", key, name,
                      job_id(key, p.fire_ms), spec.task, _iso(p.fire_ms))  # fmt: skip
         elif p.fire_ms is not None:
             log.warning("schedule %r on queue %r: job %s is still pending; tick %s not enqueued again", key,

@@ -317,3 +317,7 @@ class Scripts:
             [k.prefix, stale_ms, keep_ms, own_pool_id, grace_ms, *(suspects or [])],
         )
         return [int(x) for x in out]
+
+    async def progress(self, job_id: str, pool_id: str, attempt: int, value: float, note: str | None) -> int:
+        """Store a running attempt's progress (0..1) and note. Returns 1, or -1 when fenced out."""
+        return int(await self._call("progress", [self.keys.job(job_id)], [pool_id, attempt, repr(value), note or ""]))

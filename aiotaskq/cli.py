@@ -1,8 +1,17 @@
 """The command line: ``aiotaskq worker app.tasks:queue`` and ``aiotaskq info app.tasks:queue``.
 
-Exit codes: 0 done (a worker stopped gracefully), 1 Redis could not be reached,
-2 bad usage (an import path that does not resolve, an invalid option).
-Redis passwords never appear in what it prints or logs.
+Exit codes, the same for every command:
+
+- 0: done (a worker stopped gracefully);
+- 1: it failed at run time: Redis could not be read (``info``, ``schedules``: unreachable,
+  or it refused us), or a worker's pool stopped on an error (an ``on_startup`` hook raised);
+  trying again later may work. (A worker waits for an unreachable Redis, retrying.)
+- 2: bad usage, fixed by changing the command line: an import path that does not resolve,
+  an invalid option, a Redis URL that does not parse.
+
+Every error is one line on stderr, ``aiotaskq: error: ...`` (a worker's run-time errors are
+logged, with the traceback of the user code that raised). Redis passwords never appear in
+what it prints or logs.
 """
 
 from __future__ import annotations
@@ -14,7 +23,10 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
@@ -48,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.url:
             for q in queues:
                 q.use_url(args.url)
+        _check_urls(queues)
         if args.command == "worker":
             return _worker(args, queues)
         if args.command == "schedules":
@@ -132,7 +145,19 @@ def load_queues(target: str) -> list[Queue]:
     raise UsageError(f"{target!r} is of type {type(obj).__name__}, not a Queue or a list of Queues")
 
 
+def _check_urls(queues: Sequence[Queue]) -> None:
+    """Parse each queue's Redis URL now (creating its client, which connects only when
+    used): a URL that does not parse is a usage error, whatever the command."""
+    for q in queues:
+        try:
+            q.redis  # noqa: B018 - the property parses the URL
+        except ValueError as exc:
+            raise UsageError(f"invalid Redis URL {q.url} (queue {q.name!r}): {exc}") from None
+
+
 def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -206,7 +231,24 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
     except KeyboardInterrupt:  # a signal before the pool installed its handlers
         log.warning("interrupted before the pool was running")
         return 130
+    except Exception as exc:  # the pool stopped on an error (a startup hook: user code)
+        log.error("the worker stopped on an error: %s", _describe(exc), exc_info=exc)
+        return 1
+    _wait_for_task_threads()
     return 0
+
+
+def _wait_for_task_threads() -> None:
+    """Say so when the process cannot exit yet: plain-function tasks that outlived the
+    shutdown timeout still run in their threads, and Python waits for them."""
+    left = [t for t in threading.enumerate() if t.name.startswith("AnyIO worker thread")]
+    deadline = time.monotonic() + 0.5
+    for t in left:  # idle worker threads end as the event loop closes
+        t.join(max(0.0, deadline - time.monotonic()))
+    left = [t for t in left if t.is_alive()]
+    if left:
+        log.warning("waiting for %d thread(s) still running plain-function tasks (they ignore cancellation); "
+                    "the process exits when they return", len(left))  # fmt: skip
 
 
 async def _serve(pool: Pool) -> None:
@@ -267,10 +309,14 @@ async def _gather_one(q: Queue) -> dict[str, Any]:
             details = json.loads(raw_info) if raw_info else {}
         except ValueError:
             details = {"unreadable": raw_info.decode("utf-8", "replace") if raw_info else ""}
-        pools.append({"id": pool_id, "heartbeat_age": round(max(0.0, now_ms - beat) / 1000, 3), "info": details})
+        pools.append({
+            "id": pool_id, "heartbeat_age": round(max(0.0, now_ms - beat) / 1000, 3),
+            "heartbeat_at": _iso(beat / 1000), "info": details,
+        })  # fmt: skip
     return {
         "queue": q.name,
         "url": q.url,
+        "now": _iso(now_ms / 1000),
         "counts": {status.value: n for status, n in counts.items()},
         "pools": pools,
     }
@@ -279,14 +325,52 @@ async def _gather_one(q: Queue) -> dict[str, Any]:
 def _render(report: list[dict[str, Any]]) -> str:
     lines = []
     for entry in report:
+        now = datetime.fromisoformat(entry["now"]).timestamp()
         lines.append(f"queue {entry['queue']!r} at {entry['url']}")
         for status, n in entry["counts"].items():
             lines.append(f"  {status:<10} {n:>8}")
         lines.append(f"  live pools: {len(entry['pools'])}")
         for p in entry["pools"]:
-            details = " ".join(f"{k}={v}" for k, v in p["info"].items())
-            lines.append(f"    {p['id']}  heartbeat {p['heartbeat_age']:.1f}s ago  {details}".rstrip())
+            info = dict(p["info"])
+            started = info.pop("started", None)
+            when = ""
+            if isinstance(started, int | float):
+                when = f"  started {_when(started, now)}"
+            details = " ".join(f"{k}={v}" for k, v in info.items())
+            lines.append(f"    {p['id']}  heartbeat {_age(p['heartbeat_age'])} ago{when}  {details}".rstrip())
     return "\n".join(lines)
+
+
+# -- times, as people read them --------------------------------------------------------------------
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def _date(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _age(seconds: float) -> str:
+    """A duration for people: ``2.5s``, ``42s``, ``3m 5s``, ``2h 10m``, ``4d 3h``."""
+    s = abs(seconds)
+    if s < 10:
+        return f"{s:.1f}s"
+    n = round(s)
+    if n < 60:
+        return f"{n}s"
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if n >= size:
+            rest = (n % size) // sub_size
+            return f"{n // size}{unit} {rest}{sub}" if rest else f"{n // size}{unit}"
+    return f"{n}s"  # not reached
+
+
+def _when(epoch: float, now: float) -> str:
+    """``2026-12-01 22:10:03 UTC (3m ago)``, or ``(in 5m)`` for a time to come."""
+    delta = now - epoch
+    return f"{_date(epoch)} ({_age(delta)} ago)" if delta >= 0 else f"{_date(epoch)} (in {_age(delta)})"
 
 
 # -- schedules -----------------------------------------------------------------------------------
@@ -302,9 +386,13 @@ def _schedules(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> in
     if args.json:
         print(json.dumps(report, indent=2), file=out)
         return 0
+    now = time.time()
     for entry in report:
         print(f"queue {entry['queue']!r} at {entry['url']}: {len(entry['schedules'])} schedule(s)", file=out)
         for s in entry["schedules"]:
-            last = f"last {s['last_run']} ({s['last_job_id']})" if s["last_run"] else "never run"
-            print(f"  {s['key']}  {s['task']}  {s['spec']}  next {s['next_run'] or 'none (ended)'}  {last}", file=out)
+            nxt = _when(datetime.fromisoformat(s["next_run"]).timestamp(), now) if s["next_run"] else "none (ended)"
+            last = "never run"
+            if s["last_run"]:
+                last = f"last {_when(datetime.fromisoformat(s['last_run']).timestamp(), now)} ({s['last_job_id']})"
+            print(f"  {s['key']}  {s['task']}  {s['spec']}  next {nxt}  {last}", file=out)
     return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta
+
 from ._limits import check_seconds
 
 
@@ -12,15 +15,29 @@ class AiotaskqError(Exception):
 class Retry(Exception):
     """Raise inside a task to run it again later.
 
-    The attempt counts against the task's retries; ``delay`` (seconds) overrides
-    the task's backoff for this retry.
+    The attempt counts against the task's retries. ``delay`` (seconds, or a
+    ``timedelta``) or ``at`` (a timezone-aware ``datetime``) overrides the task's
+    backoff for this retry; give one or neither. A time in the past means "now".
     """
 
-    def __init__(self, delay: float | None = None) -> None:
+    def __init__(self, delay: float | timedelta | None = None, *, at: datetime | None = None) -> None:
+        if delay is not None and at is not None:
+            raise ValueError("delay, at: give one or the other, not both")
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
         if delay is not None:
             delay = check_seconds("delay", delay, zero=True)
-        super().__init__(delay)
-        self.delay = delay
+        if at is not None and (not isinstance(at, datetime) or at.utcoffset() is None):
+            raise ValueError(f"at: must be a timezone-aware datetime (a naive one is ambiguous), got {at!r}")
+        super().__init__(delay if at is None else at)
+        self.delay: float | None = delay
+        self.at = at
+
+    def seconds_from_now(self) -> float | None:
+        """The wait this retry asks for, in seconds from now (None: the task's backoff)."""
+        if self.at is not None:
+            return max(0.0, self.at.timestamp() - time.time())
+        return self.delay
 
 
 class JobFailed(AiotaskqError):

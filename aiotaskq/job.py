@@ -67,6 +67,8 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None
     traceback: str | None
     pool_id: str | None
+    progress: float | None = None  # 0..1, as the task last reported it (current_job().progress)
+    progress_note: str | None = None
 
 
 # Encoders and decoders are built once (msgspec's performance advice).
@@ -183,7 +185,18 @@ def info_from_hash(job_id: str, h: dict[bytes, bytes]) -> JobInfo:
         error=_text(h.get(b"error")) or None,
         traceback=_text(h.get(b"tb")) or None,
         pool_id=_text(h.get(b"pool")),
+        progress=_progress(h.get(b"progress")),
+        progress_note=_text(h.get(b"progress_note")),
     )
+
+
+def _progress(raw: bytes | None) -> float | None:
+    """A stored progress, or None when unset or unreadable (a hash edited by hand)."""
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 <= value <= 1 else None
 
 
 class Job(Generic[R]):

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
+from . import hooks
 from ._executor import Claimed
 from ._monitor import watch_event_loop
 from ._runner import QueueRunner
 from ._scheduler import Scheduler
+from .hooks import AfterJob, BeforeJob
 from .queue import Queue
 
 log = logging.getLogger("aiotaskq")
@@ -67,6 +69,10 @@ class Pool:
     With ``crash_detection`` (the default), a pool whose process died (its Redis
     connections closed, its ticks missed) is reaped within about two seconds, not
     after ``stale_timeout``: see docs/reliability.md.
+    Hooks (``on_startup``/``on_shutdown`` with the pool, ``before_job``/``after_job``
+    with the job's context) come from these parameters and from the queues'
+    decorators (``@queue.on_startup``...); see ``aiotaskq.hooks``. ``state`` is a
+    namespace for what the startup hooks open; tasks reach it as ``current_job().state``.
     """
 
     def __init__(
@@ -82,6 +88,8 @@ class Pool:
         on_startup: Hook | None = None,
         on_shutdown: Hook | None = None,
         crash_detection: bool = True,
+        before_job: BeforeJob | None = None,
+        after_job: AfterJob | None = None,
     ) -> None:
         self.queues = [queues] if isinstance(queues, Queue) else list(queues)
         if not self.queues:
@@ -103,9 +111,20 @@ class Pool:
         self.heartbeat_interval = heartbeat_interval
         self.stale_timeout = stale_timeout
         self.shutdown_timeout = shutdown_timeout
+        for name, fn in (("on_startup", on_startup), ("on_shutdown", on_shutdown), ("before_job", before_job),
+                         ("after_job", after_job)):  # fmt: skip
+            if fn is not None:
+                hooks.check_hook(name, fn)
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         self.crash_detection = crash_detection
+        self.before_job = before_job
+        self.after_job = after_job
+        #: A namespace for resources the startup hooks create (``pool.state.http = ...``);
+        #: tasks reach it as ``current_job().state``.
+        self.state = SimpleNamespace()
+        self._started_up = False
+        self._startup_error: Exception | None = None
         self.slots = _Slots(concurrency)
         self.runners = [QueueRunner(self, q) for q in self.queues]
         self.schedulers = [Scheduler(q, poll_interval) for q in self.queues]  # recurring schedules
@@ -146,7 +165,7 @@ class Pool:
                     for r in self.runners:
                         await r.register()
                         await r.subscribe()
-                    await _call_hook(self.on_startup, self)
+                    await self._startup()
                 self._starting = None
                 background.start_soon(self._liveness_loop)
                 for r in self.runners:
@@ -158,6 +177,8 @@ class Pool:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._close(background)
+        if self._startup_error is not None:
+            raise self._startup_error
 
     async def _serve(self) -> None:
         jobs: asyncio.Queue[tuple[QueueRunner, Claimed] | None] = asyncio.Queue()
@@ -173,12 +194,13 @@ class Pool:
                 async with anyio.create_task_group() as claims:
                     for r in self.runners:
                         claims.start_soon(r.claim_loop)
-            log.info("pool stopping: waiting up to %.1fs for %d running job(s)", self.shutdown_timeout,
-                     self._running)  # fmt: skip
+            log.info("pool stopping: waiting up to %.1fs for %d running job(s)%s", self.shutdown_timeout,
+                     self._running, self._running_jobs())  # fmt: skip
             with anyio.move_on_after(self.shutdown_timeout):
                 while self._running:
                     self._idle.clear()
                     await self._idle.wait()
+            self._log_cut_short()
             for r in self.runners:
                 for job in list(r.running.values()):
                     job.stop("shutdown")
@@ -202,7 +224,7 @@ class Pool:
             await r.leave()
             await r.unsubscribe()
         try:
-            await _call_hook(self.on_shutdown, self)
+            await self._shutdown()
         finally:
             background.cancel_scope.cancel()
             log.info("pool stopped")
@@ -220,6 +242,65 @@ class Pool:
                     log.info("requeued %d claimed job(s) that never started", len(left))
                 except (RedisError, OSError) as exc:
                     log.warning("could not requeue %d claimed job(s): %s", len(left), exc)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def _startup(self) -> None:
+        """Give each queue's executor the per-job hooks and the state, then run the
+        startup hooks: the pool's own, then each queue's, in the order declared. On an
+        error the pool stops before it claims anything, and ``run()`` raises it."""
+        for r in self.runners:
+            h = hooks.hooks_of(r.queue)
+            r.executor.queue_name = r.queue.name
+            r.executor.state = self.state
+            r.executor.before_job = tuple(hooks.gather(self.before_job, h.before_job))
+            r.executor.after_job = tuple(hooks.gather(self.after_job, h.after_job))
+        for hook in hooks.gather(self.on_startup, (fn for q in self.queues for fn in hooks.hooks_of(q).on_startup)):
+            try:
+                await hooks.call(hook, self)
+            except Exception as exc:  # noqa: BLE001 - user code; run() raises it once the pool has left
+                self._startup_error = exc
+                self.stop()
+                return
+        self._started_up = True
+
+    async def _shutdown(self) -> None:
+        """The shutdown hooks, in the reverse order, when the startup hooks all ran. An
+        error is logged, and the other hooks still run."""
+        if not self._started_up:
+            return
+        found = hooks.gather(self.on_shutdown, (fn for q in self.queues for fn in hooks.hooks_of(q).on_shutdown))
+        for hook in reversed(found):
+            try:
+                await hooks.call(hook, self)
+            except Exception:  # a hook's error must not stop the others (the pool stops anyway)
+                log.exception("on_shutdown hook %s failed", hooks.hook_name(hook))
+
+    def _running_jobs(self, limit: int = 5) -> str:
+        """``: <id> (<task>), ...`` for the jobs running now (plain functions marked), or ''."""
+        running = [(r, j) for r in self.runners for j in r.running.values()]
+        parts = []
+        for r, job in running[:limit]:
+            task = r.queue.tasks.get(job.task)
+            parts.append(f"{job.id} ({job.task}{'' if task is None or task.is_async else ', a plain function'})")
+        more = f" and {len(running) - limit} more" if len(running) > limit else ""
+        return f": {', '.join(parts)}{more}" if parts else ""
+
+    def _log_cut_short(self) -> None:
+        """After the shutdown timeout: say which jobs are cut short, and which of them
+        keep a thread busy (Python cannot interrupt a plain function's thread)."""
+        if not self._running:
+            return
+        log.warning("shutdown timeout (%.1fs) reached: cancelling %d job(s) and handing them back%s",
+                    self.shutdown_timeout, self._running, self._running_jobs())  # fmt: skip
+        for r in self.runners:
+            for job in r.running.values():
+                task = r.queue.tasks.get(job.task)
+                if task is not None and not task.is_async:
+                    log.warning(
+                        "job %s (%s) is a plain function: its thread cannot be interrupted and runs on until "
+                        "the function returns; the process exits only then", job.id, job.task,
+                    )  # fmt: skip
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -290,11 +371,3 @@ def _positive(name: str, value: float) -> Any:
     if not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{name}: must be > 0, got {value!r}")
     return value
-
-
-async def _call_hook(hook: Hook | None, pool: Pool) -> None:
-    if hook is None:
-        return
-    out = hook(pool)
-    if inspect.isawaitable(out):
-        await out

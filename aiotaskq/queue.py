@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from . import hooks as _hooks
 from . import schedule as _schedule
 from ._keys import Keys, validate_queue_name
 from ._limits import check_byte_limit, check_keep, keep_ms
@@ -427,3 +428,34 @@ class Queue:
     async def schedules(self) -> list[ScheduleInfo]:
         """Every schedule of the queue, the soonest next run first."""
         return await _schedule.list_all(self)
+
+    # -- hooks (see aiotaskq/hooks.py) ---------------------------------------------------------
+
+    def on_startup(self, fn: _hooks.PoolHookT) -> _hooks.PoolHookT:
+        """Decorator: ``fn(pool)`` runs when a pool serving this queue starts, before it
+        claims a job (the CLI's worker included). Open what tasks share here, in
+        ``pool.state``. A plain function or a coroutine function."""
+        _hooks.check_hook("on_startup", fn)
+        _hooks.hooks_of(self).on_startup.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: _hooks.PoolHookT) -> _hooks.PoolHookT:
+        """Decorator: ``fn(pool)`` runs when a pool serving this queue has stopped
+        (its jobs finished or handed back); close what ``on_startup`` opened."""
+        _hooks.check_hook("on_shutdown", fn)
+        _hooks.hooks_of(self).on_shutdown.append(fn)
+        return fn
+
+    def before_job(self, fn: _hooks.BeforeJobT) -> _hooks.BeforeJobT:
+        """Decorator: ``fn(ctx)`` runs before each attempt of this queue's jobs, with the
+        job's context (``JobContext``). An error fails the attempt as a task error would."""
+        _hooks.check_hook("before_job", fn)
+        _hooks.hooks_of(self).before_job.append(fn)
+        return fn
+
+    def after_job(self, fn: _hooks.AfterJobT) -> _hooks.AfterJobT:
+        """Decorator: ``fn(ctx, outcome)`` runs after each attempt of this queue's jobs,
+        before its outcome (a ``JobOutcome``) is recorded. An error is logged; the outcome stands."""
+        _hooks.check_hook("after_job", fn)
+        _hooks.hooks_of(self).after_job.append(fn)
+        return fn

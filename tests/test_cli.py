@@ -145,7 +145,11 @@ async def test_info_prints_counts_and_live_pools(queue: Queue, redis_url: str) -
     assert re.search(r"^\s+scheduled\s+2$", text, re.MULTILINE)
     assert re.search(r"^\s+failed\s+1$", text, re.MULTILINE)
     assert "live pools: 1" in text
-    assert re.search(rf"{re.escape(pool.pool_ids[0])}\s+heartbeat \d+\.\ds ago", text)
+    # Times as dates and ages: "heartbeat 0.3s ago  started 2026-12-01 22:10:03 UTC (1.2s ago)".
+    date = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+    assert re.search(rf"{re.escape(pool.pool_ids[0])}\s+heartbeat \d+\.\ds ago  started {date} \(\d+\.\ds ago\)", text)
+    assert "started=" not in text  # no raw epoch seconds
+    assert live["heartbeat_at"].endswith("+00:00")  # JSON: ISO 8601 next to the age
 
 
 async def test_info_when_redis_is_unreachable() -> None:
@@ -156,6 +160,38 @@ async def test_info_when_redis_is_unreachable() -> None:
     err = out.stderr.decode()
     assert f"could not read from Redis at {url}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["info", "schedules", "worker"])
+@pytest.mark.parametrize("url", ["nope://localhost:6379/0", "redis://:secret-pw@localhost:notaport/0"])
+async def test_an_unparsable_url_is_one_line_and_exit_2(command: str, url: str) -> None:
+    out = await run_cli(command, APP, "--url", url, env=cli_env())
+    assert out.returncode == 2
+    err = out.stderr.decode()
+    assert err.startswith("aiotaskq: error: invalid Redis URL ") and err.count("\n") == 1, err
+    assert "(queue 'faultapp')" in err
+    assert "secret-pw" not in err and "Traceback" not in err
+    assert out.stdout == b""
+
+
+@pytest.mark.parametrize("command", ["info", "schedules"])
+async def test_an_unreachable_redis_is_one_line_and_exit_1(command: str) -> None:
+    with RedisServer() as server:
+        url = server.url
+    out = await run_cli(command, APP, "--url", url, env=cli_env())
+    assert out.returncode == 1
+    err = out.stderr.decode()
+    assert err.startswith(f"aiotaskq: error: could not read from Redis at {url}: ") and err.count("\n") == 1, err
+
+
+async def test_schedules_prints_dates_and_ages(queue: Queue, redis_url: str) -> None:
+    await queue.schedule("nightly", "fault.add", cron="0 3 * * *", args=(1, 2))
+    out = await run_cli("schedules", APP, env=cli_env(queue.name, redis_url))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    date = r"\d{4}-\d\d-\d\d 03:00:00 UTC"
+    age = r"(\d+h \d+m|\d+h|\d+m \d+s|\d+m|\d+s|\d+\.\ds)"
+    assert re.search(rf"^  nightly  fault\.add  .*  next {date} \(in {age}\)  never run$", text, re.MULTILINE), text
 
 
 # -- worker ---------------------------------------------------------------------------------------
@@ -237,3 +273,89 @@ async def test_password_never_shown(tmp_path: Path) -> None:
 def _no_secret(output: bytes, *secrets: str) -> None:
     for secret in secrets:
         assert secret.encode() not in output, output.decode(errors="replace")
+
+
+# -- hooks from the queue's decorators --------------------------------------------------------------
+
+HOOK_APP = "tests.apps.hookapp:queue"
+
+
+def hook_env(queue_name: str, url: str) -> dict[str, str]:
+    env = cli_env(queue_name, url)
+    env["HOOKAPP_QUEUE"] = queue_name
+    return env
+
+
+def start_hook_worker(log_path: Path, env: dict[str, str], *flags: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aiotaskq", "worker", HOOK_APP, *FAST, *flags],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+async def test_worker_runs_the_queues_hooks_and_tasks_reach_their_resources(
+    queue: Queue, redis_url: str, tmp_path: Path
+) -> None:
+    name = queue.name
+    proc = start_hook_worker(tmp_path / "worker.log", hook_env(name, redis_url))
+    try:
+        job = await queue.enqueue("hook.uses_db", args=(f"{name}:k",))
+        assert job is not None
+        assert await job.result(timeout=30) == f"stored under {name}:k"
+        assert await queue.redis.get(f"{name}:k") == job.id.encode()  # through the client on_startup opened
+        assert await queue.redis.get(f"{name}:started") == b"1"
+        assert await queue.redis.get(f"{name}:before") == b"1"
+        assert await stop_worker(proc) == 0
+    finally:
+        kill(proc)
+    assert await queue.redis.get(f"{name}:stopped") == b"1"  # on_shutdown ran
+    assert await queue.redis.lrange(f"{name}:after", 0, -1) == [b"hook.uses_db:succeeded"]
+
+
+async def test_worker_whose_startup_hook_fails_logs_it_and_exits_1(
+    queue: Queue, redis_url: str, tmp_path: Path
+) -> None:
+    env = hook_env(queue.name, redis_url)
+    env["HOOKAPP_FAIL_STARTUP"] = "1"
+    log_path = tmp_path / "worker.log"
+    proc = start_hook_worker(log_path, env)
+    try:
+        assert await anyio.to_thread.run_sync(proc.wait, 30) == 1
+    finally:
+        kill(proc)
+    log = log_path.read_text()
+    assert "ERROR   aiotaskq: the worker stopped on an error: RuntimeError: cannot reach the billing database" in log
+    assert "in connect" in log  # the traceback of the hook
+    assert await queue.redis.zcard(queue.keys.pools) == 0  # it left cleanly
+
+
+async def test_worker_says_it_waits_for_a_plain_function_thread(queue: Queue, redis_url: str, tmp_path: Path) -> None:
+    log_path = tmp_path / "worker.log"
+    proc = start_hook_worker(log_path, hook_env(queue.name, redis_url), "--shutdown-timeout", "0.2")
+    try:
+        job = await queue.enqueue("hook.stubborn", args=(3.0,))
+        assert job is not None
+        deadline = time.monotonic() + 30
+        while await job.status() is not JobStatus.ACTIVE:
+            assert time.monotonic() < deadline
+            await anyio.sleep(0.05)
+        assert await stop_worker(proc) == 0  # it exits once the function returns
+    finally:
+        kill(proc)
+    log = log_path.read_text()
+    assert "(hook.stubborn, a plain function)" in log
+    assert f"job {job.id} (hook.stubborn) is a plain function: its thread cannot be interrupted" in log
+    assert "WARNING aiotaskq: waiting for 1 thread(s) still running plain-function tasks" in log
+    assert await job.status() is JobStatus.QUEUED  # handed back, uncharged
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0s"), (2.46, "2.5s"), (-3.0, "3.0s"), (42.4, "42s"), (60, "1m"), (185, "3m 5s"), (3600, "1h"),
+     (7830, "2h 10m"), (86400 * 4 + 3 * 3600 + 59, "4d 3h")],
+)  # fmt: skip
+def test_ages_read_as_people_say_them(seconds: float, text: str) -> None:
+    from aiotaskq.cli import _age
+
+    assert _age(seconds) == text

@@ -16,7 +16,7 @@ import pytest
 
 from aiotaskq import JobFailed, JobStatus, Pool
 from aiotaskq.testing import bundled_server, find_server, server_version
-from docs.examples import quickstart
+from docs.examples import hooks, quickstart
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -30,6 +30,11 @@ async def test_quickstart_main_runs_the_job(redis_url: str) -> None:
         [job_id] = await q.job_ids(JobStatus.SUCCEEDED, limit=1)
         info = await q.job(job_id).info()
     assert (info.task, info.args, info.attempts) == (quickstart.send_welcome.name, (42, "ada@example.com"), 1)
+
+
+async def test_hooks_example_prices_an_order_with_progress(redis_url: str) -> None:
+    total, progress, note = await hooks.main(redis_url)
+    assert (total, progress, note) == (105, 1.0, "3 of 3 items")
 
 
 async def test_demo_tasks_behave_as_the_demo_says(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,7 +51,7 @@ async def test_a_due_job_goes_to_the_idle_pool_with_the_most_free_slots(queue: Q
     assert await queue.redis.smembers(k.pool("big")) == {b"j"}
     assert await queued_ids(queue) == []
     records = await queue.redis.lrange(k.inbox("big"), 0, -1)
-    assert [_record_fields(cast(bytes, r)) for r in records] == [[b"j", b"t", PAYLOAD, b"1", b"3", b""]]
+    assert [_record_fields(cast(bytes, r)) for r in records] == [[b"j", b"t", PAYLOAD, b"1", b"3", b"", h["enq_at"]]]
     assert await queue.redis.zscore(k.idle, "big") == 4  # one slot taken
     assert await queue.redis.llen(k.inbox("small")) == 0
 
@@ -92,7 +92,7 @@ async def test_a_claim_takes_the_inbox_first_and_registers_what_is_left(queue: Q
     out = await queue.scripts.claim("P", 4)
     assert out[:3] == [0, -1, 1]
     assert _record_fields(out[3])[0] == b"handed"
-    assert out[4] == b"waiting" and len(out) == 4 + 6
+    assert out[4] == b"waiting" and len(out) == 4 + 7 and out[-1] == b""  # no enq_at stored
     assert await queue.redis.exists(k.inbox("P")) == 0
     assert await queue.redis.zscore(k.idle, "P") == 2  # wanted 4, got 2
 

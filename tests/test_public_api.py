@@ -15,9 +15,11 @@ EXPECTED = {
     "CorruptResult",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobFailed",
     "JobInfo",
     "JobNotFound",
+    "JobOutcome",
     "JobStatus",
     "PayloadTooLarge",
     "Pool",
@@ -25,6 +27,7 @@ EXPECTED = {
     "Retry",
     "ScheduleInfo",
     "Task",
+    "current_job",
 }
 
 # The names the design contract promises (section 2).

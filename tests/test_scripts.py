@@ -32,7 +32,7 @@ async def register(q: Queue, pool_id: str) -> None:
 
 async def claim_one(q: Queue, pool_id: str) -> tuple[str, int]:
     out = await q.scripts.claim(pool_id, 1)
-    assert out[0] == 0 and out[2] == 0 and len(out) == 9, out
+    assert out[0] == 0 and out[2] == 0 and len(out) == 10, out
     return out[3].decode(), int(out[6])
 
 
@@ -75,7 +75,8 @@ async def test_claim_marks_the_job_active_in_the_same_call(queue: Queue) -> None
     await register(queue, "P")
     out = await queue.scripts.claim("P", 5)
     assert out[0] == 0 and out[1] == -1 and out[2] == 0  # nothing scheduled, nothing handed over
-    assert out[3:] == [b"j", b"t", PAYLOAD, b"1", b"1", b""]  # id, task, payload, attempt, retries, timeout
+    # id, task, payload, attempt, retries, timeout, enqueue time
+    assert out[3:] == [b"j", b"t", PAYLOAD, b"1", b"1", b"", (await job(queue, "j"))["enq_at"]]
     h = await job(queue, "j")
     assert h["status"] == b"active" and h["pool"] == b"P" and h["attempts"] == b"1"
     assert abs(int(h["start_at"]) - await redis_ms(queue)) < 1000
@@ -89,7 +90,7 @@ async def test_claim_by_priority_then_fifo(queue: Queue) -> None:
         await enqueue(queue, job_id, priority=prio)
     await register(queue, "P")
     out = await queue.scripts.claim("P", 10)
-    assert [out[i].decode() for i in range(3, len(out), 6)] == ["high", "a", "b", "low"]
+    assert [out[i].decode() for i in range(3, len(out), 7)] == ["high", "a", "b", "low"]
 
 
 async def test_claim_promotes_due_jobs_and_reports_the_next_due_time(queue: Queue) -> None:
@@ -362,7 +363,7 @@ async def test_waiting_jobs_live_in_one_list_per_priority_band(queue: Queue) -> 
     assert await s.run(s.requeue("b", "P", attempt)) == 1  # given back: the front of its band
     assert await queued_ids(queue) == [b"b", b"a", b"e"]
     out = await s.claim("P", 2)
-    assert [out[i] for i in range(3, len(out), 6)] == [b"b", b"a"]
+    assert [out[i] for i in range(3, len(out), 7)] == [b"b", b"a"]
     assert await s.reschedule("e", delay=60, at_ms=None) == 1  # out of its band, into scheduled
     assert await queued_ids(queue) == [] and await queue.redis.zcard(k.queued) == 0
 

@@ -152,7 +152,7 @@ local function flush()
 end
 
 -- A claimed job as one string, for a pool's inbox: each field as <length>:<bytes>
--- (id, task, payload, attempt, max retries, timeout).
+-- (id, task, payload, attempt, max retries, timeout, enqueue time ms).
 local function record(fields)
   local parts = {}
   for i, v in ipairs(fields) do
@@ -186,13 +186,13 @@ local function active_fields(prefix, pool_id, now, task, retries, attempts)
 end
 
 -- queued -> active under pool_id (claim.lua; the caller adds the id to the pool's set).
--- f holds the job's task, payload, retries, timeout and attempts. Returns the claimed
--- job's fields, as an inbox record holds them.
+-- f holds the job's task, payload, retries, timeout, attempts and enqueue time. Returns the
+-- claimed job's fields, as an inbox record holds them.
 local function activate(prefix, job_key, id, pool_id, now, f)
   local attempts = tostring((tonumber(f[5]) or 0) + 1)
   local fields, retries = active_fields(prefix, pool_id, now, f[1], f[3], attempts)
   redis.call('HSET', job_key, unpack(fields))
-  return {id, f[1], f[2], attempts, retries, f[4] or ''}
+  return {id, f[1], f[2], attempts, retries, f[4] or '', f[6] or ''}
 end
 
 -- Liveness by the freshest evidence: the `alive` zset holds, per pool, the time (ms) until
@@ -341,7 +341,7 @@ local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeou
   later_count(prefix .. 'stats', 'enqueued')
   if pool_id then
     redis.call('SADD', pool_key(prefix, pool_id), id)
-    redis.call('RPUSH', inbox_key(prefix, pool_id), record({id, task, payload, '1', retries, timeout}))
+    redis.call('RPUSH', inbox_key(prefix, pool_id), record({id, task, payload, '1', retries, timeout, int(now)}))
   end
   return 1
 end

@@ -8,12 +8,12 @@
 -- ARGV[4] '1': register (or unregister) the pool in `idle` by what it got; '0': leave `idle` alone
 -- ARGV[5] ms the pool counts as alive from now ('' = leave its alive time alone): a claim is
 --         evidence of life (see `alive` in _lib.lua)
--- Returns {code, next_due_in_ms, handed, record..., id, task, payload, attempts, retries, timeout, ...}:
+-- Returns {code, next_due_in_ms, handed, record..., id, task, payload, attempts, retries, timeout, enq_at, ...}:
 --   code -1: this pool is not registered (declared dead): register afresh first.
 --   next_due_in_ms: ms until the earliest scheduled job (-1 when none).
 --   handed: how many records follow: jobs handed to this pool (already active under
 --   it) that were still in its inbox; the inbox is emptied (wake-up entries dropped).
---   Then six fields per job claimed from `queued`.
+--   Then seven fields per job claimed from `queued` (enq_at: enqueue time ms, '' if unknown).
 -- The handed jobs count towards ARGV[2]. When fewer jobs than that were found, the pool
 -- is registered in `idle` with the slots it has left: enqueue hands it new jobs directly.
 -- Status, owner pool and start time are set in the same call that pops the job,
@@ -53,7 +53,7 @@ if want > got then
   local ids = {}
   for _, id in ipairs(pop_queued(prefix, want - got)) do
     local job_key = prefix .. 'job:' .. id
-    local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout', 'attempts')
+    local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout', 'attempts', 'enq_at')
     if f[1] then
       for _, v in ipairs(activate(prefix, job_key, id, pool_id, now, f)) do
         out[#out + 1] = v
