@@ -13,6 +13,7 @@ from _util import FAST, must, run_pool, wait_for
 
 from aiotaskq import KEEP_FOREVER, JobCancelled, JobStatus, Pool, Queue
 from aiotaskq._executor import Claimed, Executor
+from aiotaskq._runner import _FIELDS
 from aiotaskq.job import encode_payload
 
 # -- keep times -----------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ async def test_the_reaper_keeps_a_cancelled_job_for_the_keep_time_the_pools_regi
                                         timeout=None, delay=None, at_ms=None))  # fmt: skip
         assert code == 1
     assert await s.heartbeat("dead", register=True, info="{}", ttl_ms=60_000) == [1]
-    assert len(await s.claim("dead", 2)) == 3 + 12
+    assert len(await s.claim("dead", 2)) == 3 + 2 * _FIELDS
     assert await s.cancel("a", 60_000) == 2 and await s.cancel("b", 60_000) == 2
     await r.zadd(queue.keys.pools, {"dead": 0})  # its last heartbeat long ago
     assert await s.reap(stale_ms=1000, keep_ms=120_000, own_pool_id="live") == [1, 0, 0]
