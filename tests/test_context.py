@@ -11,7 +11,7 @@ import anyio
 import pytest
 from _util import run_pool, wait_status
 
-from aiotaskq import JobContext, JobStatus, Queue, Retry, current_job
+from aiotaskq import JobContext, JobFailed, JobStatus, Queue, Retry, current_job
 from aiotaskq.context import MAX_NOTE, validate_progress
 
 
@@ -116,6 +116,28 @@ async def test_progress_is_stored_and_shown_in_job_info(queue: Queue) -> None:
         await job.result(timeout=5)
     info = await job.info()
     assert (info.progress, info.progress_note) == (1.0, None)
+
+
+async def test_a_job_that_starts_over_forgets_its_progress(queue: Queue) -> None:
+    """requeue_failed() and reschedule() start a job over: its old progress goes with its error."""
+
+    @queue.task(name="ctx.half_then_fail")
+    async def work() -> None:
+        await current_job().progress(0.5, note="half")
+        raise ValueError("no")
+
+    job = await work.enqueue()
+    async with run_pool(queue):
+        with pytest.raises(JobFailed):
+            await job.result(timeout=5)
+    assert (await job.info()).progress == 0.5
+    assert await queue.requeue_failed([job.id]) == 1
+    info = await job.info()
+    assert (info.status, info.progress, info.progress_note) == (JobStatus.QUEUED, None, None)
+    await queue.redis.hset(queue.keys.job(job.id), mapping={"progress": "0.5", "progress_note": "x"})
+    assert await job.reschedule(delay=60)
+    info = await job.info()
+    assert (info.status, info.progress, info.progress_note) == (JobStatus.SCHEDULED, None, None)
 
 
 async def test_progress_sync_from_a_plain_function_task(queue: Queue) -> None:

@@ -17,7 +17,7 @@ for _, id in ipairs(ids) do
   local f = redis.call('HMGET', job_key, 'status', 'prio')
   if f[1] == 'failed' then
     redis.call('HSET', job_key, 'status', 'queued', 'attempts', 0)
-    redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'duration')
+    redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'duration', 'progress', 'progress_note')
     push_queued(prefix, f[2], id)
     n = n + 1
   end

@@ -28,7 +28,7 @@ else
 end
 if status == 'failed' or status == 'cancelled' then
   redis.call('HSET', job_key, 'attempts', 0)
-  redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'result', 'cancel', 'duration')
+  redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'result', 'cancel', 'duration', 'progress', 'progress_note')
   redis.call('PERSIST', job_key)
 end
 redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
