@@ -134,7 +134,10 @@ async def test_a_job_that_starts_over_forgets_its_progress(queue: Queue) -> None
     assert await queue.requeue_failed([job.id]) == 1
     info = await job.info()
     assert (info.status, info.progress, info.progress_note) == (JobStatus.QUEUED, None, None)
-    await queue.redis.hset(queue.keys.job(job.id), mapping={"progress": "0.5", "progress_note": "x"})
+    async with run_pool(queue):  # it runs, reports progress and fails again
+        with pytest.raises(JobFailed):
+            await job.result(timeout=5)
+    assert (await job.info()).progress_note == "half"
     assert await job.reschedule(delay=60)
     info = await job.info()
     assert (info.status, info.progress, info.progress_note) == (JobStatus.SCHEDULED, None, None)
