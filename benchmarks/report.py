@@ -145,7 +145,21 @@ METRICS: tuple[Metric, ...] = (
     Metric("scale_4w", "cpu_us_per_job", "W4 100k waiting, 4 workers: workers' CPU per job (µs)", ".0f"),
     Metric("scale_100k", "redis_cpu_us_per_job", "W4 100k waiting, 1 worker: Redis CPU per job (µs)", ".0f"),
     Metric("scale_4w", "redis_cpu_us_per_job", "W4 100k waiting, 4 workers: Redis CPU per job (µs)", ".0f"),
-)
+    # Targets of issue 10 ("Concurrent single enqueues are batched automatically").
+    Metric("single_1", "single_rate", "W6 single enqueues, 1 in flight (jobs/s)", ",.0f", higher=True,
+           target="no slower than before"),
+    Metric("single_1", "single_call_us", "W6 single enqueues, 1 in flight: time per call (µs)", ".0f"),
+    Metric("single_100", "single_rate", "W6 single enqueues, 100 in flight (jobs/s)", ",.0f", higher=True,
+           target="≥ 5x best peer", factor=5.0),
+    *(m for clients in (50, 200) for m in (
+        Metric(f"http_{clients}", "http_rps", f"HTTP enqueue endpoint, {clients} clients (requests/s)", ",.0f",
+               higher=True),
+        Metric(f"http_{clients}", "http_p50_ms", f"HTTP {clients} clients: latency p50 (ms)", ".1f"),
+        Metric(f"http_{clients}", "http_p99_ms", f"HTTP {clients} clients: latency p99 (ms)", ".1f"),
+        Metric(f"http_{clients}", "http_failed", f"HTTP {clients} clients: requests not 2xx", ".0f",
+               target="0", limit=0.0, compare=False),
+    )),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -177,6 +191,25 @@ RATIOS: tuple[Ratio, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Share:
+    """A row computed from the medians of two systems: each system's ÷ the reference system's, in %."""
+
+    case: str
+    key: str
+    reference: str
+    label: str
+    target: str
+    limit: float  # ours must be at least this many %
+
+
+SHARES: tuple[Share, ...] = tuple(
+    Share(f"http_{c}", "http_rps", "baseline", f"HTTP {c} clients: requests/s, % of the endpoint without enqueue",
+          "≥ 80%", 80.0)
+    for c in (50, 200)
+)  # fmt: skip
+
+
 def values(runs: Iterable[Run]) -> dict[tuple[str, str, str], list[float]]:
     """(system, case, metric) -> the values of the successful repetitions."""
     out: dict[tuple[str, str, str], list[float]] = {}
@@ -199,6 +232,8 @@ def _cell(runs: list[Run], vals: dict[tuple[str, str, str], list[float]], system
         spread = f" ({low} to {high})" if low != high else ""
         return f"{statistics.median(vs):{m.fmt}}{spread}"
     mine = [r for r in runs if r.system == system and r.case == m.case]
+    if not mine:
+        return "—"  # the system does not take part in this case (or it was not run)
     if any(r.skipped for r in mine):
         return "not run"
     if any(r.error for r in mine):
@@ -247,7 +282,21 @@ def table(runs: list[Run], systems: list[str], cases: list[str]) -> str:
                 ours = value
         met = ("yes" if ours >= ratio.limit else "**no**") if ours is not None and ratio.target else ""
         lines.append("| " + " | ".join([ratio.label, *cells, "", ratio.target, met]) + " |")
+    lines += [_share_row(vals, systems, share) for share in SHARES if share.case in cases]
     return "\n".join(lines)
+
+
+def _share_row(vals: dict[tuple[str, str, str], list[float]], systems: list[str], share: Share) -> str:
+    reference = median_of(vals, share.reference, share.case, share.key)
+    cells, ours = [], None
+    for s in systems:
+        value = median_of(vals, s, share.case, share.key)
+        pct = value / reference * 100 if value is not None and reference else None
+        cells.append(f"{pct:.0f}%" if pct is not None else "—")
+        if s == OURS:
+            ours = pct
+    met = ("yes" if ours >= share.limit else "**no**") if ours is not None else ""
+    return "| " + " | ".join([share.label, *cells, "", share.target, met]) + " |"
 
 
 def breakdown(runs: list[Run], system: str) -> str:

@@ -170,6 +170,18 @@ async def inflight_rate(ctx: Context, jobs: int, lanes: int) -> float:
         await side.close()
 
 
+# -- W6 single enqueues in flight ------------------------------------------------------------
+
+
+async def single(ctx: Context, system: System, *, jobs: int, in_flight: int) -> Outcome:
+    """``jobs`` calls of the system's plain one-job enqueue from one process, ``in_flight`` of them
+    in flight at any time (what a web app does, one job per request): jobs/s; every job stored."""
+    await system.enqueue("noop", -1)  # connected, scripts loaded
+    rate = await inflight(system, "noop", list(range(jobs)), in_flight)
+    check("jobs waiting", await system.waiting(), jobs + 1)
+    return Outcome({"single_rate": rate, "single_call_us": in_flight / rate * 1e6})
+
+
 # -- W3 I/O-bound ------------------------------------------------------------------------------
 
 
