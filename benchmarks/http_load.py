@@ -134,7 +134,10 @@ async def _client(host: str, port: int, request: bytes, n: int, lat: list[float]
 
 async def _response(reader: asyncio.StreamReader) -> tuple[int, int]:
     """The status code and Content-Length of one response, its head read."""
-    status = int((await reader.readline()).split(b" ", 2)[1])
+    head = await reader.readline()
+    if not head:
+        raise ConnectionResetError("the server closed the connection without an answer")
+    status = int(head.split(b" ", 2)[1])
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
         name, _, value = line.partition(b":")
