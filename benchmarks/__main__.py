@@ -86,6 +86,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="page whose results block to rewrite (default: docs/benchmarks.md after a standard run)",
     )
     p.add_argument("--write", action="store_true", help="rewrite the page after a run that is not standard too")
+    p.add_argument("--block", default="", metavar="NAME",
+                   help="the page's results block to rewrite (default: the event loop's)")  # fmt: skip
     p.add_argument("--no-write", action="store_true", help="print the table only")
     p.add_argument("--json", type=Path, default=None, help="also dump every run as JSON here")
     return p.parse_args(argv)
@@ -238,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a straight scrip
         images = charts.draw(runs, systems, cases, output.parent / "img", loop)
         info = report.machine(systems, ROOT, (load_before, load_after), loop)
         page = Page(loop, report.argv_command(ROOT), reps, params, info,
-                    [str(p.relative_to(output.parent)) for p in images], (time.monotonic() - started) / 60)  # fmt: skip
-        report.write_doc(output, report.results_block(runs, systems, cases, page), loop)
+                    [str(p.relative_to(output.parent)) for p in images], (time.monotonic() - started) / 60,
+                    args.block)  # fmt: skip
+        report.write_doc(output, report.results_block(runs, systems, cases, page), args.block or loop)
         print(f"results written to {output}", file=sys.stderr)
     if args.json is not None:
         args.json.write_text(json.dumps([run.__dict__ for run in runs], indent=1))

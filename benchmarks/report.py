@@ -22,11 +22,11 @@ from .targets import METRICS, RATIOS, SHARES, Metric, Share, advantage
 OURS = "aiotaskq"  # the system the targets are for
 
 
-def markers(loop: str) -> tuple[str, str]:
-    """The comments around the results block of one event loop in the page."""
+def markers(name: str) -> tuple[str, str]:
+    """The comments around one results block of the page (by default one per event loop)."""
     return (
-        f"<!-- results {loop}: begin (written by `python -m benchmarks`; edit the text around it, not inside) -->",
-        f"<!-- results {loop}: end -->",
+        f"<!-- results {name}: begin (written by `python -m benchmarks`; edit the text around it, not inside) -->",
+        f"<!-- results {name}: end -->",
     )
 
 
@@ -218,16 +218,21 @@ class Page:
     info: dict[str, str]
     images: list[str]
     minutes: float
+    block: str = ""  # the results block's name (default: the loop's)
 
 
 def results_block(runs: list[Run], systems: list[str], cases: list[str], page: Page) -> str:
-    begin, end = markers(page.loop)
+    begin, end = markers(page.block or page.loop)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     times = "once" if page.reps == 1 else f"{page.reps} times, medians with the range over repetitions in brackets"
     lines = [begin, "", f"Measured {when} with `{page.command}` (each case {times}; {page.minutes:.0f} minutes "
              f"in all), systems alternating within each repetition.", "", table(runs, systems, cases), ""]  # fmt: skip
     lines += ["Sizes and settings of this run:", ""]
     lines += [f"- **{c}**: " + ", ".join(f"{k}={v}" for k, v in page.params[c].items()) for c in cases]
+    loaders = sorted({r.details["loader"] for r in runs if "loader" in r.details})
+    if loaders:
+        lines += [f"- **HTTP load generator**: {', '.join(loaders)} (`hey -n REQUESTS -c CLIENTS -m POST -cpus 1`, "
+                  f"or benchmarks/http_load.py's asyncio loop where hey is missing); uvicorn, one process"]  # fmt: skip
     knobs = [f"- **{s}**: {system_class(s).knobs}" for s in systems]
     lines += ["", "Settings of each system (anything not named is at its default):", "", *knobs]
     for s in systems:
@@ -248,9 +253,9 @@ def results_block(runs: list[Run], systems: list[str], cases: list[str], page: P
     return "\n".join([*lines, "", end])
 
 
-def write_doc(path: Path, block: str, loop: str) -> None:
-    """Replace the results block of ``loop`` in ``path`` (appended when the page has none)."""
-    begin, end = markers(loop)
+def write_doc(path: Path, block: str, name: str) -> None:
+    """Replace the results block ``name`` in ``path`` (appended when the page has none)."""
+    begin, end = markers(name)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start, stop = text.find(begin), text.find(end)
     if start >= 0 and stop > start:
