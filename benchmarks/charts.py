@@ -15,7 +15,7 @@ from .report import OURS, Run, values
 
 COLOURS = {
     "aiotaskq": "#d62728", "arq": "#1f77b4", "saq": "#2ca02c", "streaq": "#9467bd", "taskiq": "#ff7f0e",
-    "floor": "#7f7f7f",
+    "floor": "#7f7f7f", "baseline": "#17becf",
 }  # fmt: skip
 SCALE = (("scale_1k", 1_000), ("scale_100k", 100_000), ("scale_1m", 1_000_000))
 

@@ -13,16 +13,18 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import IO
 
 from . import http_load
 from .adapter import System
-from .measure import BenchError, Context, Outcome, check
+from .measure import BenchError, Context, Outcome, check, cpu_seconds
 
 READY_TIMEOUT = 30.0  # seconds for uvicorn to start answering
 
@@ -39,20 +41,37 @@ def _tail(log: IO[bytes], chars: int = 800) -> str:
     return log.read().decode(errors="replace").strip()[-chars:]
 
 
+@dataclass
+class Server:
+    port: int
+    pid: int
+    log: IO[bytes]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def last_error(self) -> str:
+        """The last exception line uvicorn logged (why a request was answered 500), if any."""
+        self.log.seek(0)
+        text = self.log.read().decode(errors="replace")
+        found = re.findall(r"^([\w.]*(?:Error|Exception)\b.*)$", text, re.MULTILINE)
+        return found[-1][:200] if found else ""
+
+
 @contextlib.asynccontextmanager
-async def server(ctx: Context) -> AsyncIterator[str]:
+async def server(ctx: Context) -> AsyncIterator[Server]:
     """uvicorn serving ``benchmarks.http_app:app`` for ``ctx.system`` (one process; the run's
-    event loop); yields its base URL once it answers, and stops it gracefully (SIGTERM) at the end."""
+    event loop), once it answers; stopped gracefully (SIGTERM) at the end."""
     port = free_port()
     env = os.environ | {"BENCH_HTTP_SYSTEM": ctx.system, "BENCH_HTTP_URL": ctx.url, "BENCH_HTTP_QUEUE": ctx.queue}
     cmd = [sys.executable, "-m", "uvicorn", "benchmarks.http_app:app", "--host", "127.0.0.1", "--port", str(port),
            "--loop", "uvloop" if ctx.uvloop else "asyncio", "--no-access-log", "--log-level", "warning"]  # fmt: skip
     with tempfile.TemporaryFile() as log:
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log, cwd=ctx.root, env=env)
-        base = f"http://127.0.0.1:{port}"
         try:
             await _until_up(proc, port, log)
-            yield base
+            yield Server(port, proc.pid, log)
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -105,21 +124,25 @@ async def http(ctx: Context, system: System, *, requests: int, clients: int, war
     """``requests`` POSTs from ``clients`` concurrent clients to an endpoint that enqueues one job each."""
     chosen = http_load.pick(loader)
     baseline = system.name == "baseline"
-    async with server(ctx) as base:
-        port = int(base.rsplit(":", 1)[1])
-        await warm_up(port, warmup, baseline)
-        load = await http_load.drive(chosen, base + "/enqueue", requests=requests, clients=clients)
-        _, body = await get(port, "/served")
+    async with server(ctx) as s:
+        await warm_up(s.port, warmup, baseline)
+        cpu0 = cpu_seconds(s.pid)
+        load = await http_load.drive(chosen, s.base + "/enqueue", requests=requests, clients=clients)
+        cpu = cpu_seconds(s.pid) - cpu0
+        _, body = await get(s.port, "/served")
+        error = s.last_error()
     served = int(json.loads(body)["served"])
     if load.failed:
         raise BenchError(f"{load.failed} of {load.requests} requests failed: {load.errors} without an answer, "
-                         f"statuses {load.statuses} ({load.rps:,.0f} requests/s)")  # fmt: skip
+                         f"statuses {load.statuses} ({load.rps:,.0f} requests/s); the server's last error: "
+                         f"{error or 'none logged'}")  # fmt: skip
     check("requests the endpoint answered", served, warmup + load.requests)
     stored = served if baseline else await system.waiting()
     if not baseline:
         check("jobs stored", stored, warmup + load.requests)
     return Outcome(
-        {"http_rps": load.rps, "http_p50_ms": load.p50_ms, "http_p99_ms": load.p99_ms, "http_failed": load.failed},
+        {"http_rps": load.rps, "http_p50_ms": load.p50_ms, "http_p99_ms": load.p99_ms, "http_failed": load.failed,
+         "http_server_cpu_us": cpu / load.requests * 1e6},
         {"loader": load.loader, "requests": load.requests, "served": served, "stored": stored,
          "statuses": {str(k): v for k, v in load.statuses.items()}, "seconds": load.seconds},
     )  # fmt: skip

@@ -143,7 +143,7 @@ def test_quick_w6_and_http_runs_measure_every_system_and_check_the_work(tmp_path
     for r in mine:
         m, d = r["metrics"], r["details"]
         if r["case"].startswith("single"):
-            assert m["single_rate"] > 0 and m["single_call_us"] > 0
+            assert m["single_rate"] > 0 and m["single_call_us"] > 0 and m["single_cpu_us"] > 0
             continue
         # hey when it is installed, else the asyncio loop: never no load at all
         assert d["loader"] == ("hey" if shutil.which("hey") else "python")
@@ -152,7 +152,7 @@ def test_quick_w6_and_http_runs_measure_every_system_and_check_the_work(tmp_path
         assert d["served"] == d["requests"] + 20  # the endpoint answered each one (20 quick warm-ups)
         if r["system"] != "baseline":
             assert d["stored"] == d["served"]  # and stored a job for each
-        assert m["http_rps"] > 0 and 0 < m["http_p50_ms"] <= m["http_p99_ms"]
+        assert m["http_rps"] > 0 and 0 < m["http_p50_ms"] <= m["http_p99_ms"] and m["http_server_cpu_us"] >= 0
 
     body = table_rows(out.stdout)
     for label in ("W6 single enqueues, 1 in flight (jobs/s)", "W6 single enqueues, 100 in flight (jobs/s)",
