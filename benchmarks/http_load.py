@@ -117,7 +117,7 @@ async def _client(host: str, port: int, request: bytes, n: int, lat: list[float]
                 reader, writer = await asyncio.open_connection(host, port)
             assert reader is not None
             writer.write(request)
-            status, length = await _response(reader)
+            status, length = await read_response(reader)
             await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             errors += 1
@@ -132,7 +132,7 @@ async def _client(host: str, port: int, request: bytes, n: int, lat: list[float]
     return errors
 
 
-async def _response(reader: asyncio.StreamReader) -> tuple[int, int]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, int]:
     """The status code and Content-Length of one response, its head read."""
     head = await reader.readline()
     if not head:

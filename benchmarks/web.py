@@ -101,7 +101,7 @@ async def get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
-        status, length = await http_load._response(reader)
+        status, length = await http_load.read_response(reader)
         return status, await reader.readexactly(length)
     finally:
         writer.close()
