@@ -28,6 +28,7 @@ from aiotaskq.testing import RedisServer
 
 from . import charts, report
 from .adapter import SYSTEMS, installed
+from .adapter import runs as runs_workload
 from .report import Page, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,13 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "scale_100k": ("scale", {"jobs": 100_000, "workers": 1, "concurrency": 100, "measure": 20_000}),
     "scale_4w": ("scale", {"jobs": 100_000, "workers": 4, "concurrency": 100, "measure": 20_000}),
     "scale_1m": ("scale", {"jobs": 1_000_000, "workers": 1, "concurrency": 100, "measure": 20_000}),
+    "single_1": ("single", {"jobs": 10_000, "in_flight": 1}),
+    "single_100": ("single", {"jobs": 10_000, "in_flight": 100}),
+    "http_50": ("http", {"requests": 10_000, "clients": 50, "warmup": 200, "loader": "auto"}),
+    "http_200": ("http", {"requests": 10_000, "clients": 200, "warmup": 200, "loader": "auto"}),
 }
+# --only also takes the workloads' numbers from docs/benchmarks.md
+ALIASES = {"w1": "drain", "w2": "latency", "w3": "io", "w4": "scale", "w5": "retries", "w6": "single", "http": "http"}
 QUICK: dict[str, dict[str, Any]] = {
     "latency": {"jobs": 50, "warmup": 5},
     "drain": {"jobs": 1_000},
@@ -52,6 +59,10 @@ QUICK: dict[str, dict[str, Any]] = {
     "scale_100k": {"jobs": 2_000, "measure": 1_000},
     "scale_4w": {"jobs": 2_000, "measure": 1_000},
     "scale_1m": {"jobs": 4_000, "measure": 1_000},
+    "single_1": {"jobs": 300},
+    "single_100": {"jobs": 1_000},
+    "http_50": {"requests": 500, "warmup": 20},
+    "http_200": {"requests": 1_000, "warmup": 20},
 }
 
 
@@ -75,6 +86,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="page whose results block to rewrite (default: docs/benchmarks.md after a standard run)",
     )
     p.add_argument("--write", action="store_true", help="rewrite the page after a run that is not standard too")
+    p.add_argument("--block", default="", metavar="NAME",
+                   help="the page's results block to rewrite (default: the event loop's)")  # fmt: skip
     p.add_argument("--no-write", action="store_true", help="print the table only")
     p.add_argument("--json", type=Path, default=None, help="also dump every run as JSON here")
     return p.parse_args(argv)
@@ -82,6 +95,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> tuple[list[str], list[str], dict[str, dict[str, Any]]]:
     wanted = {w.strip() for item in args.only for w in item.split(",") if w.strip()}
+    wanted = {ALIASES.get(w.lower(), w) for w in wanted}
     unknown = wanted - set(CASES) - {workload for workload, _ in CASES.values()}
     if unknown:
         raise SystemExit(f"--only: unknown case(s) {', '.join(sorted(unknown))}; known: {', '.join(CASES)}")
@@ -95,6 +109,9 @@ def plan(args: argparse.Namespace) -> tuple[list[str], list[str], dict[str, dict
             raise SystemExit(f"--systems: not installed here: {', '.join(missing)} (pip install -e '.[bench]')")
     else:
         systems = [s for s in SYSTEMS if installed(s)]
+    if any(CASES[c][0] == "http" for c in cases) and not installed("baseline"):
+        raise SystemExit("the http cases need fastapi and uvicorn (pip install -e '.[bench]'); leave them out "
+                         "with --only")  # fmt: skip
     params = {c: CASES[c][1] | (QUICK[c] if args.quick else {}) for c in CASES}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -198,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a straight scrip
             for rep in range(reps):
                 for case in cases:
                     for system in systems:  # alternate systems within each repetition
+                        if not runs_workload(system, CASES[case][0]):
+                            continue
                         why = skip_reason(runs, system, case, params[case], timeout)
                         if why:
                             run = Run(system, case, rep, 0.0, skipped=why)
@@ -221,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a straight scrip
         images = charts.draw(runs, systems, cases, output.parent / "img", loop)
         info = report.machine(systems, ROOT, (load_before, load_after), loop)
         page = Page(loop, report.argv_command(ROOT), reps, params, info,
-                    [str(p.relative_to(output.parent)) for p in images], (time.monotonic() - started) / 60)  # fmt: skip
-        report.write_doc(output, report.results_block(runs, systems, cases, page), loop)
+                    [str(p.relative_to(output.parent)) for p in images], (time.monotonic() - started) / 60,
+                    args.block)  # fmt: skip
+        report.write_doc(output, report.results_block(runs, systems, cases, page), args.block or loop)
         print(f"results written to {output}", file=sys.stderr)
     if args.json is not None:
         args.json.write_text(json.dumps([run.__dict__ for run in runs], indent=1))

@@ -121,9 +121,12 @@ class System(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    #: the workloads this system runs (None: all of them)
+    workloads: ClassVar[frozenset[str] | None] = None
+
     @abc.abstractmethod
-    async def enqueue(self, task: TaskName, i: int) -> None:
-        """Enqueue one job, as a user would."""
+    async def enqueue(self, task: TaskName, i: int) -> str:
+        """Enqueue one job with the system's plain one-job API, as a user would: the job's id."""
 
     async def enqueue_batch(self, task: TaskName, items: list[int]) -> None:
         """Enqueue many jobs with the system's batch API (only called when ``batch_api`` is set)."""
@@ -159,9 +162,10 @@ SYSTEMS: dict[str, str] = {
     "streaq": "benchmarks.adapter_streaq:Streaq",
     "taskiq": "benchmarks.adapter_taskiq:Taskiq",
     "floor": "benchmarks.adapter_floor:Floor",
+    "baseline": "benchmarks.adapter_baseline:Baseline",
 }
 #: systems that are references, not peers: never the "best peer" a target is measured against
-REFERENCES: frozenset[str] = frozenset({"floor"})
+REFERENCES: frozenset[str] = frozenset({"floor", "baseline"})
 #: the import that must work for a system to run (its adapter imports it)
 REQUIRES: dict[str, tuple[str, ...]] = {
     "aiotaskq": ("aiotaskq",),
@@ -170,12 +174,19 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "streaq": ("streaq",),
     "taskiq": ("taskiq", "taskiq_redis"),
     "floor": ("redis",),
+    "baseline": ("fastapi", "uvicorn"),
 }
 
 
 def installed(name: str) -> bool:
     """Whether the packages of system ``name`` can be imported in this interpreter."""
     return all(importlib.util.find_spec(module) is not None for module in REQUIRES[name])
+
+
+def runs(name: str, workload: str) -> bool:
+    """Whether system ``name`` takes part in ``workload`` (the HTTP ``baseline`` in ``http`` only)."""
+    only = system_class(name).workloads
+    return only is None or workload in only
 
 
 def system_class(name: str) -> type[System]:

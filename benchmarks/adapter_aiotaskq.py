@@ -58,8 +58,9 @@ class Aiotaskq(System):
         if self._queue is not None:
             await self._queue.close()
 
-    async def enqueue(self, task: TaskName, i: int) -> None:
-        await self._tasks[task].enqueue(i)
+    async def enqueue(self, task: TaskName, i: int) -> str:
+        job = await self._tasks[task].enqueue(i)
+        return job.id if job is not None else ""
 
     async def enqueue_batch(self, task: TaskName, items: list[int]) -> None:
         await self._tasks[task].enqueue_many([(i,) for i in items])

@@ -65,8 +65,9 @@ class Arq(System):
         if self._pool is not None:
             await self._pool.aclose()
 
-    async def enqueue(self, task: TaskName, i: int) -> None:
-        await self.pool.enqueue_job(task, i)
+    async def enqueue(self, task: TaskName, i: int) -> str:
+        job = await self.pool.enqueue_job(task, i)
+        return str(job.job_id) if job is not None else ""
 
     async def waiting(self) -> int:
         return int(await self.pool.zcard(self._queue))

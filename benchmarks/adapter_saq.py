@@ -62,11 +62,12 @@ class Saq(System):
         if self._queue is not None:
             await self._queue.disconnect()
 
-    async def enqueue(self, task: TaskName, i: int) -> None:
+    async def enqueue(self, task: TaskName, i: int) -> str:
         if task == "flaky":
-            await self.queue.enqueue(task, i=i, retries=2)
+            job = await self.queue.enqueue(task, i=i, retries=2)
         else:
-            await self.queue.enqueue(task, i=i)
+            job = await self.queue.enqueue(task, i=i)
+        return str(job.id) if job is not None else ""
 
     async def waiting(self) -> int:
         return int(await self.queue.count("queued"))

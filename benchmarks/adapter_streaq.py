@@ -70,8 +70,9 @@ class Streaq(System):
     async def close(self) -> None:
         await self._stack.aclose()
 
-    async def enqueue(self, task: TaskName, i: int) -> None:
-        await self._tasks[task].enqueue(i)
+    async def enqueue(self, task: TaskName, i: int) -> str:
+        job = await self._tasks[task].enqueue(i)
+        return str(job.id)
 
     async def enqueue_batch(self, task: TaskName, items: list[int]) -> None:
         fn = self._tasks[task]

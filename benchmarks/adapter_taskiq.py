@@ -74,8 +74,9 @@ class Taskiq(System):
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def enqueue(self, task: TaskName, i: int) -> None:
-        await self._tasks[task].kiq(i)
+    async def enqueue(self, task: TaskName, i: int) -> str:
+        job = await self._tasks[task].kiq(i)
+        return str(job.task_id)
 
     async def _group(self) -> dict[str, Any]:
         assert self._redis is not None, "open() first"

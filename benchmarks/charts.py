@@ -15,7 +15,7 @@ from .report import OURS, Run, values
 
 COLOURS = {
     "aiotaskq": "#d62728", "arq": "#1f77b4", "saq": "#2ca02c", "streaq": "#9467bd", "taskiq": "#ff7f0e",
-    "floor": "#7f7f7f",
+    "floor": "#7f7f7f", "baseline": "#17becf",
 }  # fmt: skip
 SCALE = (("scale_1k", 1_000), ("scale_100k", 100_000), ("scale_1m", 1_000_000))
 
@@ -112,4 +112,26 @@ def draw(runs: list[Run], systems: list[str], cases: list[str], folder: Path, lo
         _bars(b, vals, systems, [(case, "memory_bytes_per_job", f"{n:,} waiting") for case, n in ran],
               "W4 Redis memory per queued job", "bytes (log scale)", log=True)  # fmt: skip
         save(fig, "scale")
+    _web(plt, vals, systems, cases, save)
     return written
+
+
+def _web(plt: Any, vals: dict[tuple[str, str, str], list[float]], systems: list[str], cases: list[str],
+         save: Any) -> None:  # fmt: skip
+    """W6 and the HTTP benchmark side by side: what a web app that enqueues one job per request gets."""
+    single = [(c, "single_rate", label) for c, label in (("single_1", "1 in flight"), ("single_100", "100 in flight"))
+              if c in cases]  # fmt: skip
+    web = [
+        (c, "http_rps", label) for c, label in (("http_50", "50 clients"), ("http_200", "200 clients")) if c in cases
+    ]
+    if not single and not web:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    if single:
+        _bars(a, vals, [s for s in systems if s != "baseline"], single, "W6 single enqueue calls, one process",
+              "jobs/s")  # fmt: skip
+        a.legend(fontsize=8)
+    if web:
+        _bars(b, vals, systems, web, "HTTP endpoint enqueueing one job per request", "requests/s")
+        b.legend(fontsize=8)
+    save(fig, "web")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -45,6 +47,15 @@ class Context:
 class Outcome:
     metrics: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of this process (every thread), or of process ``pid`` (Linux)."""
+    if pid is None:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields 3.. of proc(5)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- worker processes --------------------------------------------------------------------------

@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from .adapter import REFERENCES, system_class
+from .targets import METRICS, RATIOS, SHARES, Metric, Share, advantage
 
 OURS = "aiotaskq"  # the system the targets are for
 
 
-def markers(loop: str) -> tuple[str, str]:
-    """The comments around the results block of one event loop in the page."""
+def markers(name: str) -> tuple[str, str]:
+    """The comments around one results block of the page (by default one per event loop)."""
     return (
-        f"<!-- results {loop}: begin (written by `python -m benchmarks`; edit the text around it, not inside) -->",
-        f"<!-- results {loop}: end -->",
+        f"<!-- results {name}: begin (written by `python -m benchmarks`; edit the text around it, not inside) -->",
+        f"<!-- results {name}: end -->",
     )
 
 
@@ -41,140 +42,6 @@ class Run:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     skipped: str | None = None  # why the run was not attempted
-
-
-@dataclass(frozen=True)
-class Metric:
-    case: str
-    key: str
-    label: str
-    fmt: str
-    higher: bool = False  # higher is better
-    target: str = ""
-    limit: float | None = None  # an absolute bound on our median
-    factor: float | None = None  # ours must be this many times better than the best peer's median
-    compare: bool = True  # show how ours compares with the best peer
-
-    def met(self, ours: float, best_peer: float | None) -> str:
-        checks: list[bool] = []
-        if self.limit is not None:
-            checks.append(ours >= self.limit if self.higher else ours <= self.limit)
-        if self.factor is not None:
-            if best_peer is None:
-                return "no peer" if not checks else ("yes" if all(checks) else "**no**") + ", no peer"
-            checks.append(advantage(self, ours, best_peer) >= self.factor)
-        if not checks:
-            return ""
-        return "yes" if all(checks) else "**no**"
-
-
-def advantage(m: Metric, ours: float, peer: float) -> float:
-    """How many times better ours is than ``peer`` (> 1: better), whichever way the metric points."""
-    if m.higher:
-        return ours / peer if peer else float("inf")
-    return peer / ours if ours else float("inf")
-
-
-# Targets of issue 4 ("Benchmarks against arq, SAQ, streaq and taskiq"), in the same run, medians.
-METRICS: tuple[Metric, ...] = (
-    Metric("latency", "latency_p50_ms", "W2 enqueue→start p50 (ms)", ".2f", target="≤ best peer", factor=1.0),
-    Metric("latency", "latency_p95_ms", "W2 enqueue→start p95 (ms)", ".2f"),
-    Metric(
-        "latency",
-        "latency_p99_ms",
-        "W2 enqueue→start p99 (ms)",
-        ".2f",
-        target="< 2 and ≤ best peer",
-        limit=2.0,
-        factor=1.0,
-    ),
-    Metric("latency", "latency_max_ms", "W2 enqueue→start max (ms)", ".2f"),
-    Metric("drain", "enqueue_rate", "W1 enqueue, 100 calls in flight (jobs/s)", ",.0f", higher=True),
-    Metric("drain", "enqueue_batch_rate", "W1 enqueue, batch API (jobs/s)", ",.0f", higher=True),
-    Metric(
-        "drain",
-        "enqueue_best_rate",
-        "W1 enqueue, best of the two (jobs/s)",
-        ",.0f",
-        higher=True,
-        target="≥ 3x best peer",
-        factor=3.0,
-    ),
-    Metric(
-        "drain",
-        "drain_rate",
-        "W1 drain, 1 worker process (jobs/s)",
-        ",.0f",
-        higher=True,
-        target="≥ 5x best peer",
-        factor=5.0,
-    ),
-    Metric("drain", "cpu_us_per_job", "W1 worker CPU per job (µs)", ".0f", target="< 80", limit=80.0),
-    Metric("drain", "redis_cpu_us_per_job", "W1 Redis CPU per job (µs)", ".0f"),
-    Metric("drain", "cmds_per_job", "W1 Redis commands per job, Lua's included", ".1f", target="≤ 2", limit=2.0),
-    Metric("drain", "script_calls_per_job", "W1 script calls (EVALSHA/FCALL) per job", ".2f", compare=False),
-    Metric("drain", "reads_per_job", "W1 Redis socket reads per job (≈ round trips)", ".2f"),
-    Metric("io", "io_drain_s", "W3 10 ms sleeps: drain time (s)", ".3f"),
-    Metric("io", "io_over_ideal_pct", "W3 10 ms sleeps: over the ideal (%)", ".0f", target="≤ 15", limit=15.0),
-    Metric("retries", "retry_drain_s", "W5 fail once, then succeed: drain time (s)", ".2f"),
-    Metric("scale_1k", "memory_bytes_per_job", "W4 memory per queued job, 1k waiting (bytes)", ".0f"),
-    Metric(
-        "scale_100k",
-        "memory_bytes_per_job",
-        "W4 memory per queued job, 100k waiting (bytes)",
-        ".0f",
-        target="< 300",
-        limit=300.0,
-    ),
-    Metric(
-        "scale_1m",
-        "memory_bytes_per_job",
-        "W4 memory per queued job, 1M waiting (bytes)",
-        ".0f",
-        target="< 300",
-        limit=300.0,
-    ),
-    Metric("scale_1k", "fill_rate", "W4 enqueue 1k (jobs/s, batch API or 100 in flight)", ",.0f", higher=True),
-    Metric("scale_100k", "fill_rate", "W4 enqueue 100k (jobs/s)", ",.0f", higher=True),
-    Metric("scale_1m", "fill_rate", "W4 enqueue 1M (jobs/s)", ",.0f", higher=True),
-    Metric("scale_1k", "drain_rate", "W4 drain, 1k waiting, 1 worker (jobs/s, all 1k)", ",.0f", higher=True),
-    Metric("scale_100k", "drain_rate", "W4 drain, 100k waiting, 1 worker (jobs/s, first 20k)", ",.0f", higher=True),
-    Metric("scale_1m", "drain_rate", "W4 drain, 1M waiting, 1 worker (jobs/s, first 20k)", ",.0f", higher=True),
-    Metric("scale_4w", "drain_rate", "W4 drain, 100k waiting, 4 workers (jobs/s, first 20k)", ",.0f", higher=True),
-    Metric("scale_100k", "cpu_us_per_job", "W4 100k waiting, 1 worker: worker CPU per job (µs)", ".0f"),
-    Metric("scale_4w", "cpu_us_per_job", "W4 100k waiting, 4 workers: workers' CPU per job (µs)", ".0f"),
-    Metric("scale_100k", "redis_cpu_us_per_job", "W4 100k waiting, 1 worker: Redis CPU per job (µs)", ".0f"),
-    Metric("scale_4w", "redis_cpu_us_per_job", "W4 100k waiting, 4 workers: Redis CPU per job (µs)", ".0f"),
-)
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """A row computed from two medians of the same system: ``top / bottom``."""
-
-    top: tuple[str, str]  # (case, metric)
-    bottom: tuple[str, str]
-    label: str
-    target: str
-    limit: float
-
-
-RATIOS: tuple[Ratio, ...] = (
-    Ratio(
-        ("scale_1m", "drain_rate"), ("scale_1k", "drain_rate"), "W4 drain rate, 1M waiting ÷ 1k waiting", "≥ 0.8", 0.8
-    ),
-    Ratio(
-        ("scale_100k", "drain_rate"), ("scale_1k", "drain_rate"), "W4 drain rate, 100k waiting ÷ 1k waiting", "", 0.0
-    ),
-    Ratio(("scale_1m", "drain_rate"), ("drain", "drain_rate"), "W4 drain rate, 1M waiting ÷ W1's 20k", "", 0.0),
-    Ratio(
-        ("scale_4w", "drain_rate"),
-        ("scale_100k", "drain_rate"),
-        "W4 drain rate, 4 workers ÷ 1 worker (100k)",
-        "≥ 1.7",
-        1.7,
-    ),
-)
 
 
 def values(runs: Iterable[Run]) -> dict[tuple[str, str, str], list[float]]:
@@ -199,6 +66,8 @@ def _cell(runs: list[Run], vals: dict[tuple[str, str, str], list[float]], system
         spread = f" ({low} to {high})" if low != high else ""
         return f"{statistics.median(vs):{m.fmt}}{spread}"
     mine = [r for r in runs if r.system == system and r.case == m.case]
+    if not mine:
+        return "—"  # the system does not take part in this case (or it was not run)
     if any(r.skipped for r in mine):
         return "not run"
     if any(r.error for r in mine):
@@ -247,7 +116,21 @@ def table(runs: list[Run], systems: list[str], cases: list[str]) -> str:
                 ours = value
         met = ("yes" if ours >= ratio.limit else "**no**") if ours is not None and ratio.target else ""
         lines.append("| " + " | ".join([ratio.label, *cells, "", ratio.target, met]) + " |")
+    lines += [_share_row(vals, systems, share) for share in SHARES if share.case in cases]
     return "\n".join(lines)
+
+
+def _share_row(vals: dict[tuple[str, str, str], list[float]], systems: list[str], share: Share) -> str:
+    reference = median_of(vals, share.reference, share.case, share.key)
+    cells, ours = [], None
+    for s in systems:
+        value = median_of(vals, s, share.case, share.key)
+        pct = value / reference * 100 if value is not None and reference else None
+        cells.append(f"{pct:.0f}%" if pct is not None else "—")
+        if s == OURS:
+            ours = pct
+    met = ("yes" if ours >= share.limit else "**no**") if ours is not None else ""
+    return "| " + " | ".join([share.label, *cells, "", share.target, met]) + " |"
 
 
 def breakdown(runs: list[Run], system: str) -> str:
@@ -335,16 +218,21 @@ class Page:
     info: dict[str, str]
     images: list[str]
     minutes: float
+    block: str = ""  # the results block's name (default: the loop's)
 
 
 def results_block(runs: list[Run], systems: list[str], cases: list[str], page: Page) -> str:
-    begin, end = markers(page.loop)
+    begin, end = markers(page.block or page.loop)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     times = "once" if page.reps == 1 else f"{page.reps} times, medians with the range over repetitions in brackets"
     lines = [begin, "", f"Measured {when} with `{page.command}` (each case {times}; {page.minutes:.0f} minutes "
              f"in all), systems alternating within each repetition.", "", table(runs, systems, cases), ""]  # fmt: skip
     lines += ["Sizes and settings of this run:", ""]
     lines += [f"- **{c}**: " + ", ".join(f"{k}={v}" for k, v in page.params[c].items()) for c in cases]
+    loaders = sorted({r.details["loader"] for r in runs if "loader" in r.details})
+    if loaders:
+        lines += [f"- **HTTP load generator**: {', '.join(loaders)} (`hey -n REQUESTS -c CLIENTS -m POST -cpus 1`, "
+                  f"or benchmarks/http_load.py's asyncio loop where hey is missing); uvicorn, one process"]  # fmt: skip
     knobs = [f"- **{s}**: {system_class(s).knobs}" for s in systems]
     lines += ["", "Settings of each system (anything not named is at its default):", "", *knobs]
     for s in systems:
@@ -365,9 +253,9 @@ def results_block(runs: list[Run], systems: list[str], cases: list[str], page: P
     return "\n".join([*lines, "", end])
 
 
-def write_doc(path: Path, block: str, loop: str) -> None:
-    """Replace the results block of ``loop`` in ``path`` (appended when the page has none)."""
-    begin, end = markers(loop)
+def write_doc(path: Path, block: str, name: str) -> None:
+    """Replace the results block ``name`` in ``path`` (appended when the page has none)."""
+    begin, end = markers(name)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start, stop = text.find(begin), text.find(end)
     if start >= 0 and stop > start:

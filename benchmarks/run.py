@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import workloads
+from . import web, workloads
 from .adapter import System, load_system, run
 from .measure import Context, Outcome
 
@@ -28,6 +28,8 @@ WORKLOADS: dict[str, Workload] = {
     "io": workloads.io,
     "scale": workloads.scale,
     "retries": workloads.retries,
+    "single": workloads.single,
+    "http": web.http,
 }
 
 

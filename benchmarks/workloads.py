@@ -21,8 +21,10 @@ from .measure import (
     Context,
     Drain,
     Outcome,
+    ServerStats,
     Workers,
     check,
+    cpu_seconds,
     drain_queue,
     memory_used,
     per_job,
@@ -168,6 +170,24 @@ async def inflight_rate(ctx: Context, jobs: int, lanes: int) -> float:
         return rate
     finally:
         await side.close()
+
+
+# -- W6 single enqueues in flight ------------------------------------------------------------
+
+
+async def single(ctx: Context, system: System, *, jobs: int, in_flight: int) -> Outcome:
+    """``jobs`` calls of the system's plain one-job enqueue from one process, ``in_flight`` of them
+    in flight at any time (what a web app does, one job per request): jobs/s; every job stored."""
+    await system.enqueue("noop", -1)  # connected, scripts loaded
+    async with Redis.from_url(ctx.url) as r:
+        before, cpu0 = await ServerStats.take(r), cpu_seconds()
+        rate = await inflight(system, "noop", list(range(jobs)), in_flight)
+        cpu, redis = cpu_seconds() - cpu0, (await ServerStats.take(r)).since(before)
+    check("jobs waiting", await system.waiting(), jobs + 1)
+    return Outcome({
+        "single_rate": rate, "single_call_us": in_flight / rate * 1e6, "single_cpu_us": cpu / jobs * 1e6,
+        "single_redis_cpu_us": redis["*cpu"] / jobs * 1e6, "single_reads": redis["*reads"] / jobs,
+    })  # fmt: skip
 
 
 # -- W3 I/O-bound ------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""A reference for the HTTP benchmark only, not a job queue: the same endpoint without its
+enqueue line (``benchmarks/http_app.py``), to show what the web stack alone serves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import ClassVar
+
+from .adapter import System, TaskName
+
+
+class Baseline(System):
+    name: ClassVar[str] = "baseline"
+    packages: ClassVar[tuple[str, ...]] = ("fastapi", "starlette", "pydantic", "uvicorn", "httptools")
+    knobs: ClassVar[str] = (
+        "a reference for the HTTP benchmark only (see benchmarks/http_app.py): the same FastAPI endpoint "
+        "without the enqueue line, answering a counter as the job id"
+    )
+    workloads: ClassVar[frozenset[str] | None] = frozenset({"http"})
+
+    async def open(self, url: str, queue: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def enqueue(self, task: TaskName, i: int) -> str:
+        raise NotImplementedError("the baseline enqueues nothing")
+
+    async def waiting(self) -> int:
+        return 0
+
+    async def unfinished(self) -> int:
+        return 0
+
+    async def outcomes(self) -> dict[str, int]:
+        return {}
+
+    async def serve(self, concurrency: int, ready: Callable[[], None], stop: asyncio.Event) -> None:
+        raise NotImplementedError("the baseline has no worker")
