@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiotaskq.testing import find_server, server_version
+
 from .adapter import REFERENCES, system_class
 from .targets import METRICS, RATIOS, SHARES, Metric, Share, advantage
 
@@ -182,7 +184,10 @@ def load_average() -> float:
 
 
 def machine(systems: list[str], root: Path, load: tuple[float, float], loop: str) -> dict[str, str]:
-    redis_v = re.search(r"v=(\S+)", _run(["redis-server", "--version"]))
+    try:
+        server = server_version(find_server())  # what RedisServer runs, e.g. "Redis server v=7.0.15"
+    except (OSError, RuntimeError):
+        server = "unknown"
     commit = _run(["git", "rev-parse", "--short", "HEAD"], root)
     dirty = _run(["git", "status", "--porcelain", "--", "aiotaskq"], root)
     changed = " + uncommitted changes in aiotaskq/" if commit and dirty else ""
@@ -197,7 +202,7 @@ def machine(systems: list[str], root: Path, load: tuple[float, float], loop: str
         "OS": platform.platform(),
         "Python": f"{platform.python_implementation()} {platform.python_version()} (`{sys.executable}`), "
         f"{event_loop} in every process",
-        "redis-server": (redis_v.group(1) if redis_v else "unknown") + ", private, no persistence (`--save ''`)",
+        "redis-server": server + ", private, no persistence (`--save ''`)",
         "libraries": ", ".join(f"{k} {v}" for k, v in packages.items()),
         "aiotaskq commit": (commit or "unknown") + changed,
         "load average (1 min)": f"{load[0]:.2f} before the run, {load[1]:.2f} after",
