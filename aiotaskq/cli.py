@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         ("--shutdown-timeout", "shutdown_timeout", "on SIGTERM, wait this long for running jobs"),
     ):
         worker.add_argument(flag, type=float, default=d[name], metavar="S", help=f"{what} (%(default)ss)")
+    worker.add_argument("--no-crash-detection", dest="crash_detection", action="store_false",
+                        help="find dead pools by heartbeat age alone (behind a proxy that closes connections)")  # fmt: skip
     worker.add_argument(
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="(%(default)s)",
@@ -218,6 +220,7 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
             heartbeat_interval=args.heartbeat_interval,
             stale_timeout=args.stale_timeout,
             shutdown_timeout=args.shutdown_timeout,
+            crash_detection=args.crash_detection,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

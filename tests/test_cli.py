@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _util import wait_for
 
 from aiotaskq import JobStatus, Pool, Queue
 from aiotaskq.cli import main
@@ -219,6 +220,28 @@ async def test_worker_runs_jobs_and_exits_0_on_sigterm(queue: Queue, redis_url: 
     assert re.search(line + "received SIGTERM: shutting down gracefully", log, re.MULTILINE)
     assert "pool stopped" in log
     assert "Traceback" not in log
+
+
+async def test_worker_without_crash_detection_records_no_presence(queue: Queue, redis_url: str, tmp_path: Path) -> None:
+    """--no-crash-detection: the pool ticks (it stays alive for hand-offs) but records no connection,
+    so no other pool can find it dead by one; a default worker records its connection."""
+    plain = start_worker(tmp_path / "plain.log", cli_env(queue.name, redis_url))
+    bare = start_worker(tmp_path / "bare.log", cli_env(queue.name, redis_url), "--no-crash-detection")
+    try:
+        ids: dict[int, str] = {}
+
+        async def both_ticked() -> bool:
+            raw: list[bytes] = await queue.redis.zrange(queue.keys.alive, 0, -1)  # type: ignore[assignment]
+            for pool_id in (x.decode() for x in raw):
+                ids[int(pool_id.split(":")[-2])] = pool_id
+            return len(ids) == 2 and await queue.redis.hexists(queue.keys.presence, ids.get(plain.pid, "?"))
+
+        await wait_for(both_ticked, 30, "both workers to tick")
+        assert await queue.redis.hget(queue.keys.presence, ids[bare.pid]) is None
+        assert await stop_worker(plain) == 0 and await stop_worker(bare) == 0
+    finally:
+        kill(plain)
+        kill(bare)
 
 
 async def test_password_never_shown(tmp_path: Path) -> None:
