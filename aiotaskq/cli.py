@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         worker.add_argument(flag, type=float, default=d[name], metavar="S", help=f"{what} (%(default)ss)")
     worker.add_argument("--no-crash-detection", dest="crash_detection", action="store_false",
-                        help="find dead pools by heartbeat age alone (behind a proxy that closes connections)")  # fmt: skip
+                        help="judge pools by heartbeat age alone (behind a proxy that resets connections)")  # fmt: skip
     worker.add_argument(
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="(%(default)s)",
