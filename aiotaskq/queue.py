@@ -10,10 +10,9 @@ from types import TracebackType
 from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from . import schedule as _schedule
+from ._connection import client_from_url
 from ._keys import Keys, validate_queue_name
 from ._listener import Listener
 from ._scripts import Call, Scripts
@@ -31,12 +30,6 @@ DEFAULT_KEEP_RESULT: Final = 86400.0
 DEFAULT_MAX_PAYLOAD: Final = 1 << 20
 _BATCH: Final = 1000  # jobs per round trip
 _JOBS_PER_CALL: Final = 100  # jobs per enqueue.lua call: Redis runs nothing else meanwhile
-# A stale pooled connection (Redis restarted) fails once; retry it quickly.
-_RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
-# No call of ours blocks in Redis, so a reply slower than this means a dead connection
-# (a partition, a half-open socket): without it, redis-py < 8 waits for ever (8 made 5 s
-# its default). A URL query (?socket_timeout=...) overrides it.
-_SOCKET_TIMEOUT: Final = 5.0
 
 
 class EnqueueCall(NamedTuple):
@@ -106,15 +99,10 @@ class Queue:
 
     @property
     def redis(self) -> Redis:
-        """The Redis client (created on first use)."""
+        """The Redis client (created on first use). The queue's own client waits for a free
+        connection when all of its pool's are in use (see aiotaskq/_connection.py)."""
         if self._redis is None:
-            # redis-py re-sends a command after a connection error. Every script
-            # tolerates that: enqueue is idempotent by id, outcomes are fenced, and
-            # a claim whose reply was lost is found and given back by the pool.
-            self._redis = Redis.from_url(
-                self._url, decode_responses=False, health_check_interval=30, retry=Retry(_RETRY_BACKOFF, 3),
-                socket_timeout=_SOCKET_TIMEOUT, socket_connect_timeout=_SOCKET_TIMEOUT,
-            )  # fmt: skip
+            self._redis = client_from_url(self._url)
         return self._redis
 
     def use_url(self, url: str) -> None:
