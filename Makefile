@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_VENV := .venv-bench
+# The oldest redis-py the package accepts (its lower bound in pyproject.toml) gets a lane of its own.
+OLDEST_VENV := .venv-oldest
+REDIS_OLDEST := $(shell sed -n 's/^ *"redis>=\([0-9.]*\)",*$$/\1/p' pyproject.toml)
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-oldest lint format bench clean
 
 $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install -y redis-server"; exit 1; }
@@ -19,6 +22,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# The whole suite again, on the oldest redis-py pyproject.toml accepts (`make test` runs the newest).
+$(OLDEST_VENV)/.installed: pyproject.toml
+	@command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install -y redis-server"; exit 1; }
+	@test -n "$(REDIS_OLDEST)" || { echo "no redis>=X.Y lower bound found in pyproject.toml"; exit 1; }
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/pip install -q -e '.[dev,hiredis]' 'redis==$(REDIS_OLDEST)'
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	@$(OLDEST_VENV)/bin/python -c 'import redis; print("redis-py", redis.__version__)'
+	$(OLDEST_VENV)/bin/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check aiotaskq tests benchmarks docs/examples
@@ -41,4 +57,4 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(OLDEST_VENV) .mypy_cache .ruff_cache .pytest_cache
