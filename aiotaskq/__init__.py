@@ -1,5 +1,6 @@
 """aiotaskq: an asyncio-native background job queue backed by Redis."""
 
+from ._connection import NoConnectionAvailable
 from .errors import AiotaskqError, JobCancelled, JobFailed, JobNotFound, Retry
 from .job import Job, JobInfo, JobStatus
 from .pool import Pool
@@ -18,6 +19,7 @@ __all__ = [
     "JobInfo",
     "JobNotFound",
     "JobStatus",
+    "NoConnectionAvailable",
     "PayloadTooLarge",
     "Pool",
     "Queue",

@@ -6,9 +6,10 @@ redis-py's ``AsyncScript`` calls EVALSHA and reloads the script on NOSCRIPT
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -18,6 +19,10 @@ from redis.exceptions import NoScriptError
 from ._keys import Keys
 
 Arg = str | bytes | int | float
+# A job for enqueue.lua: its option set (task name, priority, retries, timeout, delay ms, due
+# time ms, each '' when not given), id and payload (msgpack [args, kwargs]).
+JobOptions = tuple[str, int, Arg, Arg, Arg, Arg]
+EnqueueJob = tuple[JobOptions, str, bytes]
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -49,7 +54,7 @@ def _source(name: str) -> str:
     return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
 
 
-def _ms(seconds: float | None) -> str:
+def ms(seconds: float | None) -> str:
     return "" if seconds is None else str(round(seconds * 1000))
 
 
@@ -102,32 +107,21 @@ class Scripts:
 
     # -- producer side -------------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        task: str,
-        jobs: list[tuple[str, bytes]],
-        *,
-        priority: int,
-        retries: int | None,
-        timeout: float | None,
-        delay: float | None,
-        at_ms: int | None,
-    ) -> Call:
-        """Enqueue (id, payload) jobs of one task with one option set. Returns one code
-        per job: 1 written, 0 deduplicated."""
-        k = self.keys
-        args: list[Arg] = [
-            k.prefix,
-            task,
-            priority,
-            "" if retries is None else retries,
-            "" if timeout is None else repr(timeout),
-            _ms(delay),
-            "" if at_ms is None else at_ms,
-        ]
-        for job_id, payload in jobs:
+    def enqueue(self, jobs: Iterable[EnqueueJob]) -> Call:
+        """Enqueue jobs, each with its own option set (jobs in a row that share one are sent
+        as a group). Returns one code per job: 1 written, 0 deduplicated."""
+        args: list[Arg] = [self.keys.prefix]
+        last: JobOptions | None = None
+        count = 0  # where the current group's job count goes
+        for options, job_id, payload in jobs:
+            if options is not last and options != last:
+                args += options
+                count = len(args)
+                args.append(0)
+                last = options
+            args[count] = cast(int, args[count]) + 1
             args += (job_id, payload)
-        return Call("enqueue", [k.queued], args)
+        return Call("enqueue", [self.keys.queued], args)
 
     async def cancel(self, job_id: str, keep_ms: int) -> int:
         k = self.keys
@@ -145,7 +139,7 @@ class Scripts:
             await self._call(
                 "reschedule",
                 [k.job(job_id), k.scheduled, k.queued, k.failed, k.cancelled, k.idle],
-                [job_id, _ms(delay), "" if at_ms is None else at_ms, k.prefix],
+                [job_id, ms(delay), "" if at_ms is None else at_ms, k.prefix],
             )
         )
 

@@ -15,8 +15,8 @@ from _util import FAST, run_pool, wait_for
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from aiotaskq import AiotaskqError, Job, JobStatus, Queue
-from aiotaskq._connection import CONNECTION_WAIT, MAX_CONNECTIONS, NoConnectionAvailable
+from aiotaskq import AiotaskqError, Job, JobStatus, NoConnectionAvailable, Queue
+from aiotaskq._connection import CONNECTION_WAIT, MAX_CONNECTIONS
 from aiotaskq.testing import free_port
 
 

@@ -17,6 +17,7 @@ EXPECTED = {
     "JobInfo",
     "JobNotFound",
     "JobStatus",
+    "NoConnectionAvailable",
     "PayloadTooLarge",
     "Pool",
     "Queue",
