@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError
@@ -42,9 +42,23 @@ class NoConnectionAvailable(AiotaskqError, RedisConnectionError):
 
 
 class WaitingPool(BlockingConnectionPool):
-    """A ``BlockingConnectionPool`` whose "no connection available" says what to do about it."""
+    """A ``BlockingConnectionPool`` (calls wait in turn for a connection, up to ``timeout``)
+    whose "no connection available" says what to do about it, and which costs a call that
+    finds a connection free, with nobody waiting, no more than the plain pool does: redis-py's
+    puts every call through a condition and a timeout (~15 us a command on redis-py 8)."""
+
+    _waiting = 0  # calls on the waiting path
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._waiting and self.can_get_connection():
+            connection = self.get_available_connection()  # type: ignore[no-untyped-call]  # no await since the check
+            try:
+                await self.ensure_connection(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
+            return connection
+        self._waiting += 1
         try:
             return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except RedisConnectionError as exc:
@@ -55,6 +69,14 @@ class WaitingPool(BlockingConnectionPool):
                 "connections of the queue's client were in use. Raise ?max_connections= (or the wait, "
                 "?timeout=) in the queue's URL, or make fewer Redis calls at once"
             ) from exc
+        finally:
+            self._waiting -= 1
+
+    async def release(self, connection: Any) -> None:
+        if self._waiting:
+            await super().release(connection)  # and wakes the first call in line
+        else:
+            await ConnectionPool.release(self, connection)
 
 
 class _Refused(Exception):
