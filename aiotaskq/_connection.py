@@ -50,7 +50,8 @@ class WaitingPool(BlockingConnectionPool):
     _waiting = 0  # calls on the waiting path
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._waiting and self.can_get_connection():
+        # (redis-py 8 serialises the pool's changes while a server maintenance moves connections.)
+        if not self._waiting and self.can_get_connection() and not getattr(self, "_in_maintenance", False):
             connection = self.get_available_connection()  # type: ignore[no-untyped-call]  # no await since the check
             try:
                 await self.ensure_connection(connection)
