@@ -12,10 +12,12 @@ pub/sub connection of a queue that waits for results or serves a pool (for good)
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError
@@ -41,43 +43,67 @@ class NoConnectionAvailable(AiotaskqError, RedisConnectionError):
     (``?timeout=`` in the URL, 10 s by default). A ``redis.exceptions.ConnectionError`` too."""
 
 
-class WaitingPool(BlockingConnectionPool):
-    """A ``BlockingConnectionPool`` (calls wait in turn for a connection, up to ``timeout``)
-    whose "no connection available" says what to do about it, and which costs a call that
-    finds a connection free, with nobody waiting, no more than the plain pool does: redis-py's
-    puts every call through a condition and a timeout (~15 us a command on redis-py 8)."""
+class WaitingPool(ConnectionPool):
+    """A ``ConnectionPool`` whose calls, when ``max_connections`` are in use, wait in arrival
+    order for one to come back, up to ``timeout`` seconds (None: for ever), then raise
+    NoConnectionAvailable. A call that finds one free while nobody waits takes it as the plain
+    pool would. (redis-py's ``BlockingConnectionPool`` puts every call through a condition and
+    a timeout, ~15 us a command on redis-py 8, and lets a newcomer take a connection given
+    back for a call that waited.)"""
 
-    _waiting = 0  # calls on the waiting path
+    def __init__(self, *, timeout: float | None = CONNECTION_WAIT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        # The waiting calls in arrival order; a call's future is done once a connection is
+        # kept for it, and it leaves the line when it took it (or gave up).
+        self._line: deque[asyncio.Future[None]] = deque()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        # (redis-py 8 serialises the pool's changes while a server maintenance moves connections.)
-        if not self._waiting and self.can_get_connection() and not getattr(self, "_in_maintenance", False):
-            connection = self.get_available_connection()  # type: ignore[no-untyped-call]  # no await since the check
-            try:
-                await self.ensure_connection(connection)
-            except BaseException:
-                await self.release(connection)
-                raise
-            return connection
-        self._waiting += 1
+        if self._line or not self.can_get_connection():
+            await self._wait_in_line()
+        # No await since the check (or since the turn came): nobody else took this one.
+        connection = self.get_available_connection()  # type: ignore[no-untyped-call]
         try:
-            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except RedisConnectionError as exc:
-            if not isinstance(exc.__cause__, TimeoutError):  # not the wait: a connect that failed
-                raise
-            raise NoConnectionAvailable(
-                f"no Redis connection came free within {self.timeout:g}s: all {self.max_connections} "
-                "connections of the queue's client were in use. Raise ?max_connections= (or the wait, "
-                "?timeout=) in the queue's URL, or make fewer Redis calls at once"
-            ) from exc
-        finally:
-            self._waiting -= 1
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def _wait_in_line(self) -> None:
+        """Return when a connection is kept for this call: the caller takes it before any await."""
+        turn = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        self._pass_turns()  # in line behind others, but there may be room for all
+        try:
+            async with asyncio.timeout(self.timeout):
+                await turn
+        except BaseException as exc:
+            self._line.remove(turn)
+            self._pass_turns()  # a connection kept for this call goes to the next in line
+            if isinstance(exc, TimeoutError):
+                raise NoConnectionAvailable(
+                    f"no Redis connection came free within {self.timeout:g}s: all {self.max_connections} "
+                    "connections of the queue's client were in use. Raise ?max_connections= (or the wait, "
+                    "?timeout=) in the queue's URL, or make fewer Redis calls at once"
+                ) from exc
+            raise
+        self._line.remove(turn)
+
+    def _pass_turns(self) -> None:
+        """Keep a connection for as many waiting calls as there are free, first come first."""
+        free = self.max_connections - len(self._in_use_connections)
+        for turn in self._line:
+            if free <= 0:
+                return
+            if not turn.done():
+                turn.set_result(None)
+            free -= 1
 
     async def release(self, connection: Any) -> None:
-        if self._waiting:
-            await super().release(connection)  # and wakes the first call in line
-        else:
-            await ConnectionPool.release(self, connection)
+        await super().release(connection)
+        if self._line:
+            self._pass_turns()
 
 
 class _Refused(Exception):

@@ -12,11 +12,11 @@ from typing import Any
 import anyio
 import pytest
 from _util import FAST, run_pool, wait_for
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aiotaskq import AiotaskqError, Job, JobStatus, NoConnectionAvailable, Queue
-from aiotaskq._connection import CONNECTION_WAIT, MAX_CONNECTIONS
+from aiotaskq._connection import CONNECTION_WAIT, MAX_CONNECTIONS, WaitingPool
 from aiotaskq.testing import free_port
 
 
@@ -27,14 +27,14 @@ def _queue(url: str, name: str, query: str = "") -> Queue:
 async def test_the_own_client_waits_for_connections_with_the_defaults(redis_url: str) -> None:
     async with _queue(redis_url, "defaults") as q:
         pool = q.redis.connection_pool
-        assert isinstance(pool, BlockingConnectionPool)
+        assert isinstance(pool, WaitingPool)
         assert (pool.max_connections, pool.timeout) == (MAX_CONNECTIONS, CONNECTION_WAIT)
 
 
 async def test_url_options_set_the_pool_size_and_the_wait(redis_url: str) -> None:
     async with _queue(redis_url, "url", "?max_connections=3&timeout=0.5&socket_timeout=2") as q:
         pool = q.redis.connection_pool
-        assert isinstance(pool, BlockingConnectionPool)
+        assert isinstance(pool, WaitingPool)
         assert (pool.max_connections, pool.timeout) == (3, 0.5)
         assert pool.connection_kwargs["socket_timeout"] == 2.0
 
@@ -139,3 +139,41 @@ async def test_concurrent_first_subscribers_share_one_pubsub_connection(redis_ur
 async def _wait_quietly(job: Job) -> None:
     with contextlib.suppress(TimeoutError):
         await job.result(timeout=30)
+
+
+async def test_a_call_that_finds_the_pool_free_does_not_jump_the_line(redis_url: str) -> None:
+    """A connection given back while calls wait goes to the first of them, not to a call that
+    arrives just then (which takes the fast path only when nobody waits)."""
+    async with _queue(redis_url, "line", "?max_connections=1&timeout=5") as q:
+        pool = q.redis.connection_pool
+        order: list[str] = []
+
+        async def waiter() -> None:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            order.append("waiter")
+            await pool.release(conn)
+
+        held = await pool.get_connection()  # type: ignore[no-untyped-call]
+        task = asyncio.create_task(waiter())
+        await wait_for(lambda: len(getattr(pool, "_line", ())) == 1, 5, "the waiter in line")
+        await pool.release(held)
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # arrives as the waiter is woken
+        order.append("newcomer")
+        await pool.release(conn)
+        await task
+        assert order == ["waiter", "newcomer"]
+
+
+async def test_a_call_that_gives_up_after_its_turn_came_passes_it_on(redis_url: str) -> None:
+    async with _queue(redis_url, "gives-up", "?max_connections=1&timeout=30") as q:
+        pool = q.redis.connection_pool
+        held = await pool.get_connection()  # type: ignore[no-untyped-call]
+        first = asyncio.create_task(pool.get_connection())  # type: ignore[no-untyped-call]
+        second = asyncio.create_task(pool.get_connection())  # type: ignore[no-untyped-call]
+        await wait_for(lambda: len(getattr(pool, "_line", ())) == 2, 5, "two calls in line")
+        await pool.release(held)  # kept for the first call...
+        first.cancel()  # ...which gives up before it runs
+        with anyio.fail_after(5):  # not the pool's 30 s wait
+            conn = await second
+        assert first.cancelled()
+        await pool.release(conn)
