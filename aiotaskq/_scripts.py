@@ -54,7 +54,7 @@ def _source(name: str) -> str:
     return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
 
 
-def ms(seconds: float | None) -> str:
+def _ms(seconds: float | None) -> str:
     return "" if seconds is None else str(round(seconds * 1000))
 
 
@@ -139,7 +139,7 @@ class Scripts:
             await self._call(
                 "reschedule",
                 [k.job(job_id), k.scheduled, k.queued, k.failed, k.cancelled, k.idle],
-                [job_id, ms(delay), "" if at_ms is None else at_ms, k.prefix],
+                [job_id, _ms(delay), "" if at_ms is None else at_ms, k.prefix],
             )
         )
 

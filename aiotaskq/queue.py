@@ -16,7 +16,7 @@ from ._batcher import Batcher
 from ._connection import client_from_url
 from ._keys import Keys, validate_queue_name
 from ._listener import Listener
-from ._scripts import EnqueueJob, JobOptions, Scripts, ms
+from ._scripts import EnqueueJob, JobOptions, Scripts, _ms
 from ._url import redact_url
 from .job import Job, JobStatus, due_time, encode_payload
 from .retry import Backoff, BackoffFn
@@ -276,7 +276,7 @@ class Queue:
         if o.job_id is not None and (not isinstance(o.job_id, str) or not o.job_id):
             raise ValueError(f"job_id: must be a non-empty string, got {o.job_id!r}")
         return (name, priority, "" if retries is None else retries, "" if timeout is None else repr(timeout),
-                ms(delay), "" if at_ms is None else at_ms)  # fmt: skip
+                _ms(delay), "" if at_ms is None else at_ms)  # fmt: skip
 
     def _job(self, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str | None) -> tuple[str, bytes]:
         payload = encode_payload(args, kwargs)

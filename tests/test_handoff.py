@@ -11,7 +11,7 @@ from _util import queued_ids, run_pool
 
 from aiotaskq import JobStatus, Pool, Queue
 from aiotaskq._runner import _record_fields
-from aiotaskq._scripts import ms
+from aiotaskq._scripts import _ms
 from aiotaskq.job import encode_payload
 
 PAYLOAD = encode_payload((1,), {})
@@ -19,7 +19,7 @@ PAYLOAD = encode_payload((1,), {})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int | None = None, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue([(("t", 0, "" if retries is None else retries, "", ms(delay), ""), job_id, PAYLOAD)])
+    call = s.enqueue([(("t", 0, "" if retries is None else retries, "", _ms(delay), ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 

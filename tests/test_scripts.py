@@ -9,7 +9,7 @@ import pytest
 from _util import queued_ids
 
 from aiotaskq import Queue
-from aiotaskq._scripts import Outcome, ms
+from aiotaskq._scripts import Outcome, _ms
 from aiotaskq.job import encode_payload
 
 KEEP_MS = 60_000
@@ -18,7 +18,7 @@ PAYLOAD = encode_payload((1,), {"k": "v"})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int = 1, priority: int = 0, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue([(("t", priority, retries, "", ms(delay), ""), job_id, PAYLOAD)])
+    call = s.enqueue([(("t", priority, retries, "", _ms(delay), ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 
