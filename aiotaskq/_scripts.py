@@ -6,10 +6,10 @@ redis-py's ``AsyncScript`` calls EVALSHA and reloads the script on NOSCRIPT
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -19,6 +19,10 @@ from redis.exceptions import NoScriptError
 from ._keys import Keys
 
 Arg = str | bytes | int | float
+# A job for enqueue.lua: its option set (task name, priority, retries, timeout, delay ms, due
+# time ms, each '' when not given), id and payload (msgpack [args, kwargs]).
+JobOptions = tuple[str, int, Arg, Arg, Arg, Arg]
+EnqueueJob = tuple[JobOptions, str, bytes]
 _encoder = msgspec.msgpack.Encoder()
 # How long a claim or heartbeat keeps a pool alive when the caller does not say (script
 # tests); pools pass their own (one and a half presence ticks, see _runner.py).
@@ -106,32 +110,21 @@ class Scripts:
 
     # -- producer side -------------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        task: str,
-        jobs: list[tuple[str, bytes]],
-        *,
-        priority: int,
-        retries: int | None,
-        timeout: float | None,
-        delay: float | None,
-        at_ms: int | None,
-    ) -> Call:
-        """Enqueue (id, payload) jobs of one task with one option set. Returns one code
-        per job: 1 written, 0 deduplicated."""
-        k = self.keys
-        args: list[Arg] = [
-            k.prefix,
-            task,
-            priority,
-            "" if retries is None else retries,
-            "" if timeout is None else repr(timeout),
-            _ms(delay),
-            "" if at_ms is None else at_ms,
-        ]
-        for job_id, payload in jobs:
+    def enqueue(self, jobs: Iterable[EnqueueJob]) -> Call:
+        """Enqueue jobs, each with its own option set (jobs in a row that share one are sent
+        as a group). Returns one code per job: 1 written, 0 deduplicated."""
+        args: list[Arg] = [self.keys.prefix]
+        last: JobOptions | None = None
+        count = 0  # where the current group's job count goes
+        for options, job_id, payload in jobs:
+            if options is not last and options != last:
+                args += options
+                count = len(args)
+                args.append(0)
+                last = options
+            args[count] = cast(int, args[count]) + 1
             args += (job_id, payload)
-        return Call("enqueue", [k.queued], args)
+        return Call("enqueue", [self.keys.queued], args)
 
     async def cancel(self, job_id: str, keep_ms: int, known: Sequence[tuple[str, int]] = ()) -> int:
         """``keep_ms``: of a job whose task is not in ``known`` (task name, keep ms) nor

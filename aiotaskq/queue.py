@@ -7,18 +7,18 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast, overload
+from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from . import hooks as _hooks
 from . import schedule as _schedule
+from ._batcher import Batcher
+from ._connection import client_from_url
 from ._keys import Keys, validate_queue_name
 from ._limits import check_byte_limit, check_keep, keep_ms
 from ._listener import Listener
-from ._scripts import Call, Scripts
+from ._scripts import EnqueueJob, JobOptions, Scripts, _ms
 from ._url import redact_url
 from .job import Job, JobStatus, due_time, encode_payload
 from .retry import Backoff, BackoffFn
@@ -34,28 +34,6 @@ DEFAULT_MAX_PAYLOAD: Final = 1 << 20
 DEFAULT_MAX_RESULT: Final = 1 << 20
 _BATCH: Final = 1000  # jobs per round trip
 _JOBS_PER_CALL: Final = 100  # jobs per enqueue.lua call: Redis runs nothing else meanwhile
-# A stale pooled connection (Redis restarted) fails once; retry it quickly.
-_RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
-# No call of ours blocks in Redis, so a reply slower than this means a dead connection
-# (a partition, a half-open socket): without it, redis-py < 8 waits for ever (8 made 5 s
-# its default). A URL query (?socket_timeout=...) overrides it.
-_SOCKET_TIMEOUT: Final = 5.0
-
-
-class EnqueueCall(NamedTuple):
-    """The checked options of one enqueue; ``with_jobs`` makes the script call."""
-
-    scripts: Scripts
-    task: str
-    priority: int
-    retries: int | None
-    timeout: float | None
-    delay: float | None
-    at_ms: int | None
-
-    def with_jobs(self, jobs: list[tuple[str, bytes]]) -> Call:
-        return self.scripts.enqueue(self.task, jobs, priority=self.priority, retries=self.retries,
-                                    timeout=self.timeout, delay=self.delay, at_ms=self.at_ms)  # fmt: skip
 
 
 class PayloadTooLarge(ValueError):
@@ -95,6 +73,7 @@ class Queue:
         if redis is not None and redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("redis: the client must be created with decode_responses=False")
         self._scripts: Scripts | None = None
+        self._batcher: Batcher | None = None
         self._listener: Listener | None = None
 
     def __repr__(self) -> str:
@@ -109,15 +88,10 @@ class Queue:
 
     @property
     def redis(self) -> Redis:
-        """The Redis client (created on first use)."""
+        """The Redis client (created on first use). The queue's own client waits for a free
+        connection when all of its pool's are in use (see aiotaskq/_connection.py)."""
         if self._redis is None:
-            # redis-py re-sends a command after a connection error. Every script
-            # tolerates that: enqueue is idempotent by id, outcomes are fenced, and
-            # a claim whose reply was lost is found and given back by the pool.
-            self._redis = Redis.from_url(
-                self._url, decode_responses=False, health_check_interval=30, retry=Retry(_RETRY_BACKOFF, 3),
-                socket_timeout=_SOCKET_TIMEOUT, socket_connect_timeout=_SOCKET_TIMEOUT,
-            )  # fmt: skip
+            self._redis = client_from_url(self._url)
         return self._redis
 
     def use_url(self, url: str) -> None:
@@ -146,6 +120,7 @@ class Queue:
             await self._redis.aclose()
             self._redis = None
             self._scripts = None
+            self._batcher = None
 
     async def __aenter__(self) -> Queue:
         return self
@@ -254,10 +229,13 @@ class Queue:
         kwargs: dict[str, Any],
         options: EnqueueOptions,
     ) -> Job | None:
-        call = self._options(name, task, options)
-        job_id, payload = self._job(args, kwargs, options.job_id)
-        (written,) = await self.scripts.run(call.with_jobs([(job_id, payload)]))
-        return self._handle(job_id, written, options)
+        job = (self._options(name, task, options), *self._job(args, kwargs, options.job_id))
+        batcher = self._batcher or self._new_batcher()
+        return self._handle(job[1], await batcher.enqueue(job), options)
+
+    def _new_batcher(self) -> Batcher:
+        self._batcher = Batcher(self.scripts)
+        return self._batcher
 
     def _handle(self, job_id: str, written: int, options: EnqueueOptions) -> Job | None:
         """The job, or None when deduplicated. A generated id is ours alone: when the
@@ -270,22 +248,24 @@ class Queue:
     ) -> list[Job | None]:
         if options.job_id is not None and len(items) > 1:
             raise ValueError("job_id: cannot be shared by several jobs in enqueue_many")
-        call = self._options(task.name, task, options)
-        jobs = [self._job(a, kw, options.job_id) for a, kw in items]  # every job checked before any is written
+        shared = self._options(task.name, task, options)
+        # Every job checked before any is written.
+        jobs: list[EnqueueJob] = [(shared, *self._job(a, kw, options.job_id)) for a, kw in items]
         out: list[Job | None] = []
+        enqueue = self.scripts.enqueue
         for start in range(0, len(jobs), _BATCH):
             chunk = jobs[start : start + _BATCH]
-            calls = [call.with_jobs(chunk[i : i + _JOBS_PER_CALL]) for i in range(0, len(chunk), _JOBS_PER_CALL)]
+            calls = [enqueue(chunk[i : i + _JOBS_PER_CALL]) for i in range(0, len(chunk), _JOBS_PER_CALL)]
             codes: list[int] = []
             for res in await self.scripts.run_many(calls):
                 if isinstance(res, Exception):
                     raise res
                 codes += res
-            out += [self._handle(job_id, code, options) for (job_id, _), code in zip(chunk, codes, strict=True)]
+            out += [self._handle(job[1], code, options) for job, code in zip(chunk, codes, strict=True)]
         return out
 
-    def _options(self, name: str, task: Task[Any, Any] | None, o: EnqueueOptions) -> EnqueueCall:
-        """Check the options once for all jobs of an enqueue call."""
+    def _options(self, name: str, task: Task[Any, Any] | None, o: EnqueueOptions) -> JobOptions:
+        """Check the options once for all jobs of an enqueue call; encode them for enqueue.lua."""
         if not isinstance(name, str) or not name:
             raise ValueError("name: a task name must be a non-empty string")
         delay, at_ms = due_time(o.delay, o.at)
@@ -298,7 +278,8 @@ class Queue:
         timeout = validate_timeout(o.timeout if o.timeout is not None else (task.timeout if task else None))
         if o.job_id is not None and (not isinstance(o.job_id, str) or not o.job_id):
             raise ValueError(f"job_id: must be a non-empty string, got {o.job_id!r}")
-        return EnqueueCall(self.scripts, name, priority, retries, timeout, delay, at_ms)
+        return (name, priority, "" if retries is None else retries, "" if timeout is None else repr(timeout),
+                _ms(delay), "" if at_ms is None else at_ms)  # fmt: skip
 
     def _job(self, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str | None) -> tuple[str, bytes]:
         payload = encode_payload(args, kwargs)

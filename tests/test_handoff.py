@@ -12,6 +12,7 @@ from _util import queued_ids, run_pool, wait_for
 
 from aiotaskq import JobStatus, Pool, Queue, _presence
 from aiotaskq._runner import _record_fields
+from aiotaskq._scripts import _ms
 from aiotaskq.job import encode_payload
 
 PAYLOAD = encode_payload((1,), {})
@@ -19,7 +20,7 @@ PAYLOAD = encode_payload((1,), {})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int | None = None, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue("t", [(job_id, PAYLOAD)], priority=0, retries=retries, timeout=None, delay=delay, at_ms=None)
+    call = s.enqueue([(("t", 0, "" if retries is None else retries, "", _ms(delay), ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 

@@ -25,7 +25,7 @@ PAYLOAD = encode_payload((1,), {})
 
 async def _enqueue(q: Queue, job_id: str) -> int:
     s = q.scripts
-    call = s.enqueue("t", [(job_id, PAYLOAD)], priority=0, retries=None, timeout=None, delay=None, at_ms=None)
+    call = s.enqueue([(("t", 0, "", "", "", ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 
@@ -87,7 +87,7 @@ async def test_presence_names_the_pools_past_their_alive_time_and_reap_takes_onl
         await s.heartbeat(p, register=True, info="{}", ttl_ms=60_000, alive_ms=100)
     assert await s.presence("quiet", 100, "run:7", 0) == (True, [])
     assert await queue.redis.hget(k.presence, "quiet") == b"run:7"
-    await s.run(s.enqueue("t", [("j", PAYLOAD)], priority=0, retries=3, timeout=None, delay=None, at_ms=None))
+    await s.run(s.enqueue([(("t", 0, 3, "", "", ""), "j", PAYLOAD)]))
     assert (await s.claim("quiet", 1, alive_ms=100))[3] == b"j"
     await wait_until(lambda: _past_alive(queue, "quiet", 50), 5, "quiet's alive time to pass by the grace")
 

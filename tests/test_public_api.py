@@ -21,6 +21,7 @@ EXPECTED = {
     "JobNotFound",
     "JobOutcome",
     "JobStatus",
+    "NoConnectionAvailable",
     "PayloadTooLarge",
     "Pool",
     "Queue",

@@ -9,7 +9,7 @@ import pytest
 from _util import queued_ids
 
 from aiotaskq import Queue
-from aiotaskq._scripts import Outcome
+from aiotaskq._scripts import Outcome, _ms
 from aiotaskq.job import encode_payload
 
 KEEP_MS = 60_000
@@ -18,9 +18,7 @@ PAYLOAD = encode_payload((1,), {"k": "v"})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int = 1, priority: int = 0, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue(
-        "t", [(job_id, PAYLOAD)], priority=priority, retries=retries, timeout=None, delay=delay, at_ms=None
-    )
+    call = s.enqueue([(("t", priority, retries, "", _ms(delay), ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 
@@ -336,8 +334,8 @@ async def test_settle_applies_a_mixed_batch_and_fences_each_outcome(queue: Queue
 async def test_one_enqueue_call_writes_a_batch_with_one_code_per_job(queue: Queue) -> None:
     k, s = queue.keys, queue.scripts
     assert await enqueue(queue, "b") == 1
-    jobs = [("a", PAYLOAD), ("b", PAYLOAD), ("c", PAYLOAD)]
-    call = s.enqueue("t", jobs, priority=0, retries=None, timeout=None, delay=None, at_ms=None)
+    options = ("t", 0, "", "", "", "")
+    call = s.enqueue([(options, "a", PAYLOAD), (options, "b", PAYLOAD), (options, "c", PAYLOAD)])
     assert await s.run(call) == [1, 0, 1]  # "b" is already queued: deduplicated
     assert await queued_ids(queue) == [b"b", b"a", b"c"]  # FIFO across and within calls
     assert await queue.redis.hget(k.stats, "enqueued") == b"3"

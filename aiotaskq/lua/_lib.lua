@@ -272,8 +272,8 @@ local function task_keep(prefix, task, fallback, known, i)
 end
 
 -- Store a new job, queued or scheduled: the body of enqueue.lua, shared with tick.lua.
--- Every key is built from the queue's prefix. prio, retries, timeout, delay_ms, at_ms as
--- enqueue.lua's ARGV[3..7]. Returns 1 when written, 0 when a job with this id is
+-- Every key is built from the queue's prefix. prio, retries, timeout, delay_ms, at_ms as in
+-- an option group of enqueue.lua's ARGV. Returns 1 when written, 0 when a job with this id is
 -- scheduled, queued or active. The caller runs flush() (the enqueued counter, wake-ups).
 -- A job due now goes straight to an idle pool when there is one (the hand-off: active
 -- under that pool, its record pushed to the pool's inbox, on which the pool blocks),

@@ -1,0 +1,141 @@
+"""The Redis client a Queue builds from its URL: a connection pool that waits for a free
+connection instead of failing.
+
+redis-py 8's default pool raises ``MaxConnectionsError`` as soon as 100 connections are in use
+(redis-py 5 allowed 2**31), so a burst of concurrent calls on one queue failed. This pool lets a
+call wait, in FIFO order, for a connection to come back, up to a bounded time. No call of ours
+holds a connection while it waits for another one (a pipeline, a script and its NOSCRIPT reload
+take one at a time), so a full pool only delays calls: it cannot deadlock. The calls that hold
+a connection longest are a pool's blocking pop on its inbox (a few seconds at most) and the
+pub/sub connection of a queue that waits for results or serves a pool (for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .errors import AiotaskqError
+
+T = TypeVar("T")
+
+# A URL query overrides each of these (?max_connections=...&timeout=...&socket_timeout=...).
+MAX_CONNECTIONS: Final = 100  # redis-py 8's own cap: up to it nothing waits
+CONNECTION_WAIT: Final = 10.0  # seconds a call waits for a free connection
+# No call of ours blocks in Redis, so a reply slower than this means a dead connection
+# (a partition, a half-open socket): without it, redis-py < 8 waits for ever (8 made 5 s
+# its default).
+SOCKET_TIMEOUT: Final = 5.0
+# A stale pooled connection (Redis restarted) fails once; retry it quickly.
+_RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
+
+
+class NoConnectionAvailable(AiotaskqError, RedisConnectionError):
+    """Every connection of the queue's client stayed in use for the whole wait
+    (``?timeout=`` in the URL, 10 s by default). A ``redis.exceptions.ConnectionError`` too."""
+
+
+class WaitingPool(ConnectionPool):
+    """A ``ConnectionPool`` whose calls, when ``max_connections`` are in use, wait in arrival
+    order for one to come back, up to ``timeout`` seconds (None: for ever), then raise
+    NoConnectionAvailable. A call that finds one free while nobody waits takes it as the plain
+    pool would. (redis-py's ``BlockingConnectionPool`` puts every call through a condition and
+    a timeout, ~15 us a command on redis-py 8, and lets a newcomer take a connection given
+    back for a call that waited.)"""
+
+    def __init__(self, *, timeout: float | None = CONNECTION_WAIT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        # The waiting calls in arrival order; a call's future is done once a connection is
+        # kept for it, and it leaves the line when it took it (or gave up).
+        self._line: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._line or not self.can_get_connection():
+            await self._wait_in_line()
+        # No await since the check (or since the turn came): nobody else took this one.
+        connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def _wait_in_line(self) -> None:
+        """Return when a connection is kept for this call: the caller takes it before any await."""
+        turn = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        self._pass_turns()  # in line behind others, but there may be room for all
+        try:
+            async with asyncio.timeout(self.timeout):
+                await turn
+        except BaseException as exc:
+            self._line.remove(turn)
+            self._pass_turns()  # a connection kept for this call goes to the next in line
+            if isinstance(exc, TimeoutError):
+                raise NoConnectionAvailable(
+                    f"no Redis connection came free within {self.timeout:g}s: all {self.max_connections} "
+                    "connections of the queue's client were in use. Raise ?max_connections= (or the wait, "
+                    "?timeout=) in the queue's URL, or make fewer Redis calls at once"
+                ) from exc
+            raise
+        self._line.remove(turn)
+
+    def _pass_turns(self) -> None:
+        """Keep a connection for as many waiting calls as there are free, first come first."""
+        free = self.max_connections - len(self._in_use_connections)
+        for turn in self._line:
+            if free <= 0:
+                return
+            if not turn.done():
+                turn.set_result(None)
+            free -= 1
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        if self._line:
+            self._pass_turns()
+
+
+class _Refused(Exception):
+    """Carries an AuthenticationError past Retry (see LoginNotRetried)."""
+
+
+class LoginNotRetried(Retry):
+    """redis-py's Retry, except that a refused login fails at once: it is a ConnectionError
+    to redis-py, and redis-py 5, with health checks on, answers a NOAUTH during the
+    connection's set-up with a PING that it retries from inside the set-up again, without end."""
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Any, *args: Any, **kwargs: Any) -> T:
+        async def once() -> T:
+            try:
+                return await do()
+            except AuthenticationError as exc:
+                raise _Refused(exc) from None
+
+        try:
+            return await super().call_with_retry(once, fail, *args, **kwargs)
+        except _Refused as refused:
+            raise refused.args[0] from None
+
+
+def client_from_url(url: str) -> Redis:
+    """A client for a Queue's own use: the URL's query options win over our defaults."""
+    # redis-py re-sends a command after a connection error. Every script tolerates that:
+    # enqueue is idempotent by id, outcomes are fenced, and a claim whose reply was lost
+    # is found and given back by the pool.
+    pool = WaitingPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, decode_responses=False,
+        health_check_interval=30, retry=LoginNotRetried(_RETRY_BACKOFF, 3), socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=SOCKET_TIMEOUT,
+    )  # fmt: skip
+    return Redis.from_pool(pool)
