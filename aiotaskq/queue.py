@@ -278,7 +278,7 @@ class Queue:
         timeout = validate_timeout(o.timeout if o.timeout is not None else (task.timeout if task else None))
         if o.job_id is not None and (not isinstance(o.job_id, str) or not o.job_id):
             raise ValueError(f"job_id: must be a non-empty string, got {o.job_id!r}")
-        return (name, priority, "" if retries is None else retries, "" if timeout is None else repr(timeout),
+        return (name, priority, "" if retries is None else retries, _seconds_text(timeout),
                 _ms(delay), "" if at_ms is None else at_ms)  # fmt: skip
 
     def _job(self, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str | None) -> tuple[str, bytes]:
@@ -440,3 +440,10 @@ class Queue:
         _hooks.check_hook("after_job", fn)
         _hooks.hooks_of(self).after_job.append(fn)
         return fn
+
+
+def _seconds_text(seconds: float | None) -> str:
+    """Seconds as the job hash stores them: '' for none, '7' rather than '7.0' (memory per job)."""
+    if seconds is None:
+        return ""
+    return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
