@@ -125,7 +125,7 @@ async def test_a_suspect_is_only_one_whose_connection_on_this_run_of_redis_is_go
 
 
 async def _client_gone(client: Redis, client_id: int) -> bool:
-    return not await client.client_list(client_id=[client_id])
+    return not await client.client_list(client_id=[str(client_id)])  # redis-py 5.3 wants strings
 
 
 async def test_a_sigkilled_busy_pool_s_job_runs_elsewhere_within_seconds_by_default(
