@@ -163,9 +163,10 @@ SYSTEMS: dict[str, str] = {
     "taskiq": "benchmarks.adapter_taskiq:Taskiq",
     "floor": "benchmarks.adapter_floor:Floor",
     "baseline": "benchmarks.adapter_baseline:Baseline",
+    "awaited": "benchmarks.adapter_baseline:Awaited",
 }
 #: systems that are references, not peers: never the "best peer" a target is measured against
-REFERENCES: frozenset[str] = frozenset({"floor", "baseline"})
+REFERENCES: frozenset[str] = frozenset({"floor", "baseline", "awaited"})
 #: the import that must work for a system to run (its adapter imports it)
 REQUIRES: dict[str, tuple[str, ...]] = {
     "aiotaskq": ("aiotaskq",),
@@ -175,6 +176,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "taskiq": ("taskiq", "taskiq_redis"),
     "floor": ("redis",),
     "baseline": ("fastapi", "uvicorn"),
+    "awaited": ("fastapi", "uvicorn"),
 }
 
 

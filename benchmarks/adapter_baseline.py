@@ -1,5 +1,7 @@
-"""A reference for the HTTP benchmark only, not a job queue: the same endpoint without its
-enqueue line (``benchmarks/http_app.py``), to show what the web stack alone serves."""
+"""References for the HTTP benchmark only, not job queues (``benchmarks/http_app.py``): the same
+endpoint without its enqueue line, to show what the web stack alone serves (``baseline``); and the
+same endpoint awaiting one no-op future in place of the enqueue (``awaited``), to show what any
+awaited call, however cheap, costs that stack (the handler suspends and resumes)."""
 
 from __future__ import annotations
 
@@ -39,3 +41,11 @@ class Baseline(System):
 
     async def serve(self, concurrency: int, ready: Callable[[], None], stop: asyncio.Event) -> None:
         raise NotImplementedError("the baseline has no worker")
+
+
+class Awaited(Baseline):
+    name: ClassVar[str] = "awaited"
+    knobs: ClassVar[str] = (
+        "a reference for the HTTP benchmark only (see benchmarks/http_app.py): the same FastAPI endpoint, "
+        "awaiting one future that the event loop resolves at once in place of the enqueue line"
+    )

@@ -15,7 +15,7 @@ from .report import OURS, Run, values
 
 COLOURS = {
     "aiotaskq": "#d62728", "arq": "#1f77b4", "saq": "#2ca02c", "streaq": "#9467bd", "taskiq": "#ff7f0e",
-    "floor": "#7f7f7f", "baseline": "#17becf",
+    "floor": "#7f7f7f", "baseline": "#17becf", "awaited": "#9edae5",
 }  # fmt: skip
 SCALE = (("scale_1k", 1_000), ("scale_100k", 100_000), ("scale_1m", 1_000_000))
 
@@ -128,8 +128,8 @@ def _web(plt: Any, vals: dict[tuple[str, str, str], list[float]], systems: list[
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     if single:
-        _bars(a, vals, [s for s in systems if s != "baseline"], single, "W6 single enqueue calls, one process",
-              "jobs/s")  # fmt: skip
+        queues = [s for s in systems if s not in ("baseline", "awaited")]
+        _bars(a, vals, queues, single, "W6 single enqueue calls, one process", "jobs/s")
         a.legend(fontsize=8)
     if web:
         _bars(b, vals, systems, web, "HTTP endpoint enqueueing one job per request", "requests/s")

@@ -13,6 +13,7 @@ one worker process); the environment says what it serves:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from .adapter import System, load_system
 
 BASELINE = "baseline"
+AWAITED = "awaited"  # the endpoint awaits one no-op future in place of the enqueue
 SYSTEM = os.environ.get("BENCH_HTTP_SYSTEM", BASELINE)
 
 
@@ -35,7 +37,7 @@ STATE = _State()
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    if SYSTEM != BASELINE:
+    if SYSTEM not in (BASELINE, AWAITED):
         system = load_system(SYSTEM)
         await system.open(os.environ["BENCH_HTTP_URL"], os.environ["BENCH_HTTP_QUEUE"])
         await system.waiting()  # connected before the first request
@@ -67,9 +69,22 @@ async def no_enqueue() -> dict[str, str]:
     return {"id": job_id}
 
 
+async def awaits_nothing() -> dict[str, str]:
+    """The same handler awaiting one future the loop resolves at once: what suspending and
+    resuming the handler costs the web stack, whatever it awaits."""
+    i = STATE.served
+    STATE.served += 1
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.call_soon(done.set_result, None)
+    await done
+    return {"id": str(i)}
+
+
 @app.get("/served")
 async def served() -> dict[str, int]:
     return {"served": STATE.served}
 
 
-app.add_api_route("/enqueue", no_enqueue if SYSTEM == BASELINE else enqueue, methods=["POST", "GET"])
+ENDPOINTS = {BASELINE: no_enqueue, AWAITED: awaits_nothing}
+app.add_api_route("/enqueue", ENDPOINTS.get(SYSTEM, enqueue), methods=["POST", "GET"])

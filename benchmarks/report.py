@@ -118,7 +118,8 @@ def table(runs: list[Run], systems: list[str], cases: list[str]) -> str:
                 ours = value
         met = ("yes" if ours >= ratio.limit else "**no**") if ours is not None and ratio.target else ""
         lines.append("| " + " | ".join([ratio.label, *cells, "", ratio.target, met]) + " |")
-    lines += [_share_row(vals, systems, share) for share in SHARES if share.case in cases]
+    lines += [_share_row(vals, systems, share) for share in SHARES
+              if share.case in cases and share.reference in systems]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -131,7 +132,7 @@ def _share_row(vals: dict[tuple[str, str, str], list[float]], systems: list[str]
         cells.append(f"{pct:.0f}%" if pct is not None else "—")
         if s == OURS:
             ours = pct
-    met = ("yes" if ours >= share.limit else "**no**") if ours is not None else ""
+    met = ("yes" if ours >= share.limit else "**no**") if ours is not None and share.target else ""
     return "| " + " | ".join([share.label, *cells, "", share.target, met]) + " |"
 
 
