@@ -58,6 +58,9 @@ class Presence:
                     await self.tick_once()
                 except (RedisError, OSError) as exc:  # Redis away: the heartbeat loop says so
                     log.debug("presence tick on queue %r failed: %s", self.runner.queue.name, exc)
+                except Exception:  # a surprise here must not stop the pool: fall back to heartbeats
+                    log.exception("presence tick on queue %r failed; crash detection is off", self.runner.queue.name)
+                    self.detect = False
                 await anyio.sleep(self.tick)
         finally:
             with anyio.CancelScope(shield=True):
@@ -84,8 +87,10 @@ class Presence:
         try:
             cid = int(await client.client_id())
             if self._conn is None or self._conn[0] != cid:
-                info = await client.info("server")
-                self._conn = (cid, str(info["run_id"]))
+                run_id = (await client.info("server")).get("run_id")
+                if not run_id:  # a Redis-compatible server that does not say
+                    raise ResponseError("INFO server gave no run_id")
+                self._conn = (cid, str(run_id))
         except ResponseError as exc:  # NOPERM, or a managed Redis without CLIENT/INFO
             self._disable(exc)
             return ""
