@@ -72,6 +72,20 @@ async def wait_for(cond: Callable[[], Awaitable[bool] | bool], timeout: float = 
         await anyio.sleep(0.01)
 
 
+async def wait_scored(queue: Queue, zset: str, member: str, times: int, timeout: float = 5.0) -> None:
+    """Wait until ``member``'s score in ``zset`` has changed ``times`` times: a pool's heartbeats
+    (``pools``) or presence ticks (``alive``) happened, rather than sleeping and hoping they did."""
+    seen: list[float | None] = [await queue.redis.zscore(zset, member)]
+
+    async def changed() -> bool:
+        score = await queue.redis.zscore(zset, member)
+        if score != seen[-1]:
+            seen.append(score)
+        return len(seen) > times
+
+    await wait_for(changed, timeout, f"{times} new score(s) of {member} in {zset}")
+
+
 async def wait_status(queue: Queue, job_id: str, status: JobStatus, timeout: float = 5.0) -> None:
     """Wait until the job has ``status``."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _util import FAST, must, run_pool, wait_for
+from _util import FAST, must, run_pool, wait_for, wait_scored
 
 from aiotaskq import KEEP_FOREVER, JobCancelled, JobStatus, Pool, Queue
 from aiotaskq._executor import Claimed, Executor
@@ -177,7 +177,8 @@ async def test_a_clean_up_after_a_cancel_is_bounded_by_the_shutdown_timeout(queu
             await started.wait()
             assert await job.cancel()
             await wait_for(lambda: pool.runners[0].running[job.id].cancels == 1, what="the abort")
-            await anyio.sleep(0.5)  # heartbeats (0.2 s) repeat the abort: no new cancellation
+            # Two more heartbeats, each repeating the abort: no new cancellation.
+            await wait_scored(queue, queue.keys.pools, pool.runners[0].pool_id, 2)
             assert pool.runners[0].running[job.id].cancels == 1
             pool.stop()
     assert cleaned == []

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 
 import anyio
 import pytest
-from _util import FAST, must, run_pool, wait_for
+from _util import FAST, must, run_pool, wait_for, wait_scored
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -162,7 +162,7 @@ async def test_without_the_crash_detection_commands_a_pool_runs_jobs_and_warns_o
             async with run_pool(q) as pool:
                 assert await (await add.enqueue(1, 2)).result(timeout=5) == 3
                 await wait_for(lambda: not pool.runners[0].presence.detect, 5, "the pool to turn detection off")
-                await anyio.sleep(0.5)  # a few more ticks: still one warning
+                await wait_scored(q, q.keys.alive, pool.pool_ids[0], 2)  # two more ticks: still one warning
         assert caplog.text.count("crash detection is off") == 1
         assert await q.redis.zscore(q.keys.alive, pool.pool_ids[0]) is None  # left cleanly
 
