@@ -28,7 +28,7 @@ from aiotaskq.testing import RedisServer
 
 from . import app
 from .harness import Context, Fleet, Result, Worker, fleet, pool_of, queue_name, redis_ms, runs, summary, wait_for
-from .proxy import Mode, Proxy
+from .proxy import Mode, Proxy, parse_modes
 
 TITLE = "Crash detection, default settings"
 DEFAULTS: dict[str, Any] = {"kills": 10, "concurrency": 4, "blocks": 3, "block_ms": 2000, "cut_for": 10.0,
@@ -44,7 +44,7 @@ async def run(ctx: Context, result: Result) -> None:
     with RedisServer() as server:
         took = await _kills(ctx, result, server)
         reaped_blocked = await _blocks(ctx, result, server)
-        cuts = {mode: await _cut(ctx, result, server, mode) for mode in _modes(ctx)}
+        cuts = {mode: await _cut(ctx, result, server, mode) for mode in parse_modes(str(ctx.params["modes"]))}
     result.headline = f"SIGKILL → rerun elsewhere {summary(took)} (min/median/max, {len(took)} kills)"
     result.figures["kill → rerun on the other worker"] = summary(took)
     if took:
@@ -56,15 +56,6 @@ async def run(ctx: Context, result: Result) -> None:
     result.check("no pool reaped for a blocked loop", reaped_blocked == 0)
     if "partition" in cuts:
         result.check("no pool reaped for a partition", not cuts["partition"])
-
-
-def _modes(ctx: Context) -> list[Mode]:
-    out: list[Mode] = []
-    for m in str(ctx.params["modes"]).split(","):
-        if m not in ("reset", "blackhole", "partition"):
-            raise ValueError(f"modes: unknown cut mode {m!r}")
-        out.append("reset" if m == "reset" else "blackhole" if m == "blackhole" else "partition")
-    return out
 
 
 async def _started(q: Queue, n: int, times: int) -> bool:

@@ -47,7 +47,7 @@ from .harness import (
     wait_for,
     wait_registered,
 )  # fmt: skip
-from .proxy import Mode, Proxy
+from .proxy import Mode, Proxy, parse_modes
 
 TITLE = "Network cuts (proxy reset, blackhole)"
 DEFAULTS: dict[str, Any] = {
@@ -60,11 +60,7 @@ QUICK: dict[str, Any] = {"jobs": 800, "concurrency": 3, "stale": 1.5, "heartbeat
 
 
 async def run(ctx: Context, result: Result) -> None:
-    modes: list[Mode] = []
-    for m in str(ctx.params["modes"]).split(","):
-        if m not in ("reset", "blackhole"):
-            raise ValueError(f"modes: unknown cut mode {m!r}")
-        modes.append("reset" if m == "reset" else "blackhole")
+    modes = parse_modes(str(ctx.params["modes"]), ("reset", "blackhole"))
     worst: list[str] = []
     with RedisServer() as server:
         for mode in modes:

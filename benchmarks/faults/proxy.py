@@ -33,6 +33,20 @@ from typing import Any, Literal
 from aiotaskq.testing import free_port
 
 Mode = Literal["reset", "blackhole", "partition"]
+MODES: tuple[Mode, ...] = ("reset", "blackhole", "partition")
+
+
+def parse_modes(text: str, allowed: tuple[Mode, ...] = MODES) -> list[Mode]:
+    """A run's ``modes`` parameter ("reset,blackhole"), checked against the modes it supports."""
+    out: list[Mode] = []
+    for m in text.split(","):
+        mode = next((a for a in allowed if a == m), None)
+        if mode is None:
+            raise ValueError(f"modes: unknown cut mode {m!r} (known: {', '.join(allowed)})")
+        out.append(mode)
+    return out
+
+
 _CHUNK = 65536
 
 
