@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from _util import must, run_pool, wait_for, wait_status
 
-from aiotaskq import CorruptResult, JobCancelled, JobFailed, JobNotFound, JobStatus, Queue
+from aiotaskq import CorruptResult, Job, JobCancelled, JobFailed, JobNotFound, JobStatus, Queue
 
 
 class Point(msgspec.Struct):
@@ -171,18 +171,40 @@ async def test_a_waiter_gets_the_value_of_a_job_that_is_not_kept(queue: Queue) -
             await job.result(timeout=5)
 
 
-async def test_a_fast_unkept_job_awaited_at_once_gives_its_value(queue: Queue) -> None:
+async def test_an_unkept_job_ending_as_its_waiter_reads_gives_its_value(queue: Queue) -> None:
     """The job may end (and be deleted) between the subscription and the first read: its
-    message is then still on its way, and the waiter must get it, not JobNotFound."""
+    message is then still on its way, and the waiter must get it, not JobNotFound. Each job
+    is let go the moment its waiter's subscription is confirmed, so its end races the
+    waiter's first read (a job that ended before result() was called is gone by design)."""
+    gates: dict[int, anyio.Event] = {}
 
     @queue.task(name="fast", keep_result=0)
     async def fast(i: int) -> int:
+        await gates[i].wait()
         return i * 2
+
+    listener = queue._listener_for_waiters()
+
+    def subscribed(job_id: str) -> bool:
+        ch = queue.keys.done(job_id).encode()
+        return ch in listener._subs and ch not in listener._confirmed
 
     async with run_pool(queue, idle=True):
         for i in range(30):
+            gates[i] = anyio.Event()
             job = await fast.enqueue(i)
-            assert await job.result(timeout=5) == i * 2
+            got: list[int] = []
+            async with anyio.create_task_group() as tg:
+
+                async def wait(job: Job[int] = job) -> None:
+                    got.append(await job.result(timeout=5))
+
+                tg.start_soon(wait)
+                with anyio.fail_after(5):  # let it go as soon as possible: spin, not a 10 ms poll
+                    while not subscribed(job.id):
+                        await anyio.sleep(0)
+                gates[i].set()
+            assert got == [i * 2]
 
 
 async def test_a_waiter_on_an_unkept_job_that_is_cancelled_gets_job_cancelled(queue: Queue) -> None:
