@@ -34,6 +34,7 @@ DEFAULT_MAX_PAYLOAD: Final = 1 << 20
 DEFAULT_MAX_RESULT: Final = 1 << 20
 _BATCH: Final = 1000  # jobs per round trip
 _JOBS_PER_CALL: Final = 100  # jobs per enqueue.lua call: Redis runs nothing else meanwhile
+_NO_OPTIONS: Final = EnqueueOptions()
 
 
 class PayloadTooLarge(ValueError):
@@ -74,6 +75,7 @@ class Queue:
             raise ValueError("redis: the client must be created with decode_responses=False")
         self._scripts: Scripts | None = None
         self._batcher: Batcher | None = None
+        self._plain: dict[tuple[str, int, float | None], JobOptions] = {}  # see _enqueue_plain
         self._listener: Listener | None = None
 
     def __repr__(self) -> str:
@@ -215,6 +217,17 @@ class Queue:
         scheduled, queued or active (deduplication)."""
         options = EnqueueOptions(delay, at, priority, job_id, retries, timeout)
         return await self._enqueue_one(name, self.tasks.get(name), tuple(args), dict(kwargs or {}), options)
+
+    async def _enqueue_plain(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
+        """``task.enqueue(...)``, the web handler's call: the task's own options, checked
+        once per option set, and as few frames and objects per call as the job needs."""
+        key = (task.name, task.priority, task.timeout)
+        options = self._plain.get(key)
+        if options is None:
+            options = self._plain[key] = self._options(task.name, task, _NO_OPTIONS)
+        job_id, payload = self._job(args, kwargs, None)
+        await (self._batcher or self._new_batcher()).enqueue((options, job_id, payload))
+        return Job(self, job_id)  # a generated id is never deduplicated (see _handle)
 
     async def _enqueue_task(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions

@@ -104,9 +104,7 @@ class Task(Generic[P, R]):
     async def enqueue(self: Task[P, T], *args: P.args, **kwargs: P.kwargs) -> Job[T]: ...
     async def enqueue(self, *args: Any, **kwargs: Any) -> Job[Any]:
         """Enqueue one run with the task's defaults: a ``Job`` of the function's result type."""
-        job = await BoundTask(self, EnqueueOptions()).enqueue(*args, **kwargs)
-        assert job is not None  # no job_id given: never deduplicated
-        return job
+        return await self.queue._enqueue_plain(self, args, kwargs)
 
     @overload
     async def enqueue_many(

@@ -164,9 +164,10 @@ SYSTEMS: dict[str, str] = {
     "floor": "benchmarks.adapter_floor:Floor",
     "baseline": "benchmarks.adapter_baseline:Baseline",
     "awaited": "benchmarks.adapter_baseline:Awaited",
+    "roundtrip": "benchmarks.adapter_baseline:Roundtrip",
 }
 #: systems that are references, not peers: never the "best peer" a target is measured against
-REFERENCES: frozenset[str] = frozenset({"floor", "baseline", "awaited"})
+REFERENCES: frozenset[str] = frozenset({"floor", "baseline", "awaited", "roundtrip"})
 #: the import that must work for a system to run (its adapter imports it)
 REQUIRES: dict[str, tuple[str, ...]] = {
     "aiotaskq": ("aiotaskq",),
@@ -177,6 +178,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "floor": ("redis",),
     "baseline": ("fastapi", "uvicorn"),
     "awaited": ("fastapi", "uvicorn"),
+    "roundtrip": ("fastapi", "uvicorn"),
 }
 
 

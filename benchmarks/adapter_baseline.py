@@ -1,7 +1,9 @@
 """References for the HTTP benchmark only, not job queues (``benchmarks/http_app.py``): the same
 endpoint without its enqueue line, to show what the web stack alone serves (``baseline``); and the
 same endpoint awaiting one no-op future in place of the enqueue (``awaited``), to show what any
-awaited call, however cheap, costs that stack (the handler suspends and resumes)."""
+awaited call, however cheap, costs that stack (the handler suspends and resumes); and the same
+endpoint awaiting one raw PING to Redis (``roundtrip``), to show what waiting on the network at
+all costs it: the least any Redis-backed enqueue could cost."""
 
 from __future__ import annotations
 
@@ -48,4 +50,13 @@ class Awaited(Baseline):
     knobs: ClassVar[str] = (
         "a reference for the HTTP benchmark only (see benchmarks/http_app.py): the same FastAPI endpoint, "
         "awaiting one future that the event loop resolves at once in place of the enqueue line"
+    )
+
+
+class Roundtrip(Baseline):
+    name: ClassVar[str] = "roundtrip"
+    knobs: ClassVar[str] = (
+        "a reference for the HTTP benchmark only (see benchmarks/http_app.py): the same FastAPI endpoint, "
+        "awaiting one PING to Redis on a bare asyncio stream shared by all requests (pipelined, no client "
+        "library) in place of the enqueue line: the least any round trip to Redis costs the endpoint"
     )

@@ -15,7 +15,7 @@ from .report import OURS, Run, values
 
 COLOURS = {
     "aiotaskq": "#d62728", "arq": "#1f77b4", "saq": "#2ca02c", "streaq": "#9467bd", "taskiq": "#ff7f0e",
-    "floor": "#7f7f7f", "baseline": "#17becf", "awaited": "#9edae5",
+    "floor": "#7f7f7f", "baseline": "#17becf", "awaited": "#9edae5", "roundtrip": "#c7c7c7",
 }  # fmt: skip
 SCALE = (("scale_1k", 1_000), ("scale_100k", 100_000), ("scale_1m", 1_000_000))
 
@@ -128,7 +128,7 @@ def _web(plt: Any, vals: dict[tuple[str, str, str], list[float]], systems: list[
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     if single:
-        queues = [s for s in systems if s not in ("baseline", "awaited")]
+        queues = [s for s in systems if s not in ("baseline", "awaited", "roundtrip")]
         _bars(a, vals, queues, single, "W6 single enqueue calls, one process", "jobs/s")
         a.legend(fontsize=8)
     if web:

@@ -123,7 +123,7 @@ async def warm_up(port: int, n: int, baseline: bool) -> None:
 async def http(ctx: Context, system: System, *, requests: int, clients: int, warmup: int, loader: str) -> Outcome:
     """``requests`` POSTs from ``clients`` concurrent clients to an endpoint that enqueues one job each."""
     chosen = http_load.pick(loader)
-    baseline = system.name in ("baseline", "awaited")  # references: they store no job
+    baseline = system.name in ("baseline", "awaited", "roundtrip")  # references: they store no job
     async with server(ctx) as s:
         await warm_up(s.port, warmup, baseline)
         cpu0 = cpu_seconds(s.pid)

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from _util import must, run_pool, wait_for, wait_status
@@ -196,13 +197,13 @@ async def test_an_unkept_job_ending_as_its_waiter_reads_gives_its_value(queue: Q
             got: list[int] = []
             async with anyio.create_task_group() as tg:
 
-                async def wait(job: Job[int] = job) -> None:
+                async def wait(job: Job[int] = job, got: list[int] = got) -> None:
                     got.append(await job.result(timeout=5))
 
                 tg.start_soon(wait)
                 with anyio.fail_after(5):  # let it go as soon as possible: spin, not a 10 ms poll
                     while not subscribed(job.id):
-                        await anyio.sleep(0)
+                        await anyio.lowlevel.checkpoint()
                 gates[i].set()
             assert got == [i * 2]
 
