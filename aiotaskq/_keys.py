@@ -25,10 +25,12 @@ class Keys:
 
     __slots__ = (
         "abort",
+        "active",
         "alive",
         "cancelled",
         "failed",
         "idle",
+        "jobs",
         "keep",
         "pools",
         "prefix",
@@ -57,6 +59,8 @@ class Keys:
         self.failed = p + "failed"
         self.cancelled = p + "cancelled"
         self.stats = p + "stats"  # hash: counters
+        self.jobs = p + "jobs"  # hash: job id -> record, while scheduled, queued or active
+        self.active = p + "active"  # hash: job id -> active entry (pool, attempt, start...), while active
         self.tasks = p + "tasks"  # hash: task name -> default max retries (written by pools)
         self.keep = p + "keep"  # hash: task name -> keep ms of its ended jobs, -1 forever (written by pools)
         self.abort = p + "abort"  # channel: job id whose running attempt must stop
@@ -66,7 +70,7 @@ class Keys:
         self.schedules_wake = p + "schedules:wake"  # channel: a schedule was added or changed
 
     def job(self, job_id: str) -> str:
-        """Hash holding one job."""
+        """String holding the record of one ended job (see _record.py)."""
         return f"{self.prefix}job:{job_id}"
 
     def band(self, priority: int | str) -> str:

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from ._executor import Claimed, Executor
 from ._finisher import Finisher
 from ._presence import Presence
+from ._record import claimed_fields
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -312,7 +313,7 @@ class QueueRunner:
         handed = int(out[2])
         body = out[3 + handed :]
         rows = [_record_fields(r) for r in out[3 : 3 + handed]]
-        rows += [body[i : i + _FIELDS] for i in range(0, len(body) - _FIELDS + 1, _FIELDS)]
+        rows += [claimed_fields(body[i], body[i + 1], body[i + 2]) for i in range(0, len(body) - 2, 3)]
         return self._start_jobs(rows, pool_id, reserved)
 
     def _start_jobs(self, rows: list[list[bytes]], pool_id: str, reserved: int) -> tuple[int, list[Claimed]]:
@@ -327,7 +328,7 @@ class QueueRunner:
                 task=task.decode("utf-8", "replace"),
                 payload=payload,
                 attempt=int(attempts),
-                retries=_number(retries, int) or 0,
+                retries=_number(retries, int) or (0 if retries else self._task_retries(task)),
                 timeout=_number(timeout, float) or self._task_timeout(task),
                 pool_id=pool_id,
                 enqueued_ms=enqueued,
@@ -349,6 +350,11 @@ class QueueRunner:
             with anyio.CancelScope(shield=True):
                 await scripts.run_many([scripts.requeue(j.id, j.pool_id, j.attempt) for j in jobs])
 
+    def _task_retries(self, task: bytes) -> int:
+        """Max retries of a job enqueued without them: its task's (what this pool registered)."""
+        t = self.queue.tasks.get(task.decode("utf-8", "replace"))
+        return t.retries if t is not None else 0
+
     def _task_timeout(self, task: bytes) -> float | None:
         t = self.queue.tasks.get(task.decode("utf-8", "replace"))
         return t.timeout if t is not None else None
@@ -356,9 +362,9 @@ class QueueRunner:
 
 def _jobs_in(out: list[Any]) -> int:
     """The jobs in a claim's reply: after 3 header fields, the handed records, one field
-    each, then the claimed jobs, _FIELDS fields each."""
+    each, then the claimed jobs, three fields each (id, attempt, record)."""
     handed = int(out[2])
-    return handed + (len(out) - 3 - handed) // _FIELDS
+    return handed + (len(out) - 3 - handed) // 3
 
 
 def _record_fields(rec: bytes) -> list[bytes]:

@@ -20,8 +20,9 @@ from ._keys import Keys
 
 Arg = str | bytes | int | float
 # A job for enqueue.lua: its option set (task name, priority, retries, timeout, delay ms, due
-# time ms, each '' when not given), id and payload (msgpack [args, kwargs]).
-JobOptions = tuple[str, int, Arg, Arg, Arg, Arg]
+# time ms, each '' when not given; '1' when the ids are generated, else ''), id and payload
+# (msgpack [args, kwargs]).
+JobOptions = tuple[str, int, Arg, Arg, Arg, Arg, str]
 EnqueueJob = tuple[JobOptions, str, bytes]
 _encoder = msgspec.msgpack.Encoder()
 # How long a claim or heartbeat keeps a pool alive when the caller does not say (script
@@ -242,7 +243,7 @@ class Scripts:
         return Call(
             "finish",
             [k.job(job_id), k.pool(pool_id), k.ended(status), k.stats],
-            [job_id, pool_id, attempt, status, result, keep_ms, k.done(job_id)],
+            [job_id, pool_id, attempt, status, result, keep_ms, k.done(job_id), k.prefix],
         )
 
     def fail(self, job_id: str, pool_id: str, attempt: int, error: str, tb: str, retry_ms: int) -> Call:
@@ -313,4 +314,7 @@ class Scripts:
 
     async def progress(self, job_id: str, pool_id: str, attempt: int, value: float, note: str | None) -> int:
         """Store a running attempt's progress (0..1) and note. Returns 1, or -1 when fenced out."""
-        return int(await self._call("progress", [self.keys.job(job_id)], [pool_id, attempt, repr(value), note or ""]))
+        k = self.keys
+        return int(
+            await self._call("progress", [k.job(job_id)], [pool_id, attempt, repr(value), note or "", job_id, k.prefix])
+        )

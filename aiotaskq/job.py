@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._limits import MAX_SECONDS, check_seconds
+from ._record import fields as job_fields
 from .errors import CorruptResult, JobCancelled, JobFailed, JobNotFound
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def info_from_hash(job_id: str, h: dict[bytes, bytes]) -> JobInfo:
-    """Build a JobInfo from the fields of a job hash."""
+    """Build a JobInfo from the fields of a job record (see _record.py)."""
     try:
         args, kwargs = decode_payload(h.get(b"payload", b""))
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -223,17 +224,28 @@ class Job(Generic[R]):
     def __hash__(self) -> int:
         return hash(self.id)
 
+    async def _fields(self) -> dict[bytes, bytes] | None:
+        """The job's fields (see _record.py), or None when there is no such job: its record,
+        active entry and ended record, read together (one MULTI)."""
+        k = self.queue.keys
+        async with self.queue.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(k.jobs, self.id)
+            pipe.hget(k.active, self.id)
+            pipe.get(k.job(self.id))
+            pending, running, done = await pipe.execute()
+        return job_fields(pending, running, done)
+
     async def status(self) -> JobStatus:
         """The job's current status; raises JobNotFound when there is no such job."""
-        raw: bytes | None = await self.queue.redis.hget(self.queue.keys.job(self.id), "status")  # type: ignore[assignment]
-        if raw is None:
+        h = await self._fields()
+        if h is None:
             raise JobNotFound(self.id)
-        return JobStatus(raw.decode())
+        return JobStatus(h[b"status"].decode())
 
     async def info(self) -> JobInfo:
         """Everything stored about the job; raises JobNotFound when there is no such job."""
-        h: dict[bytes, bytes] = await self.queue.redis.hgetall(self.queue.keys.job(self.id))  # type: ignore[assignment]
-        if not h or b"status" not in h:
+        h = await self._fields()
+        if h is None:
             raise JobNotFound(self.id)
         if b"retries" not in h:  # not claimed yet: the task's default applies
             task = self.queue.tasks.get(h.get(b"task", b"").decode("utf-8", "replace"))
@@ -284,15 +296,14 @@ class Job(Generic[R]):
             await wake.wait(_SAFETY_POLL)
 
     async def _outcome(self) -> tuple[bool, Any]:
-        key = self.queue.keys.job(self.id)
-        fields: list[bytes | None] = await self.queue.redis.hmget(key, "status", "result", "error", "tb", "task")  # type: ignore[assignment]
-        status, result, error, tb, task = fields
-        if status is None:
+        h = await self._fields()
+        if h is None:
             raise JobNotFound(self.id)
+        status = h[b"status"]
         if status == b"succeeded":
-            return True, decode_typed_result(self.id, result or b"", self._result_type(task))
+            return True, decode_typed_result(self.id, h.get(b"result", b""), self._result_type(h.get(b"task")))
         if status == b"failed":
-            raise JobFailed(self.id, _text(error) or "unknown error", _text(tb) or "")
+            raise JobFailed(self.id, _text(h.get(b"error")) or "unknown error", _text(h.get(b"tb")) or "")
         if status == b"cancelled":
             raise JobCancelled(self.id)
         return False, None

@@ -292,7 +292,7 @@ class Queue:
         if o.job_id is not None and (not isinstance(o.job_id, str) or not o.job_id):
             raise ValueError(f"job_id: must be a non-empty string, got {o.job_id!r}")
         return (name, priority, "" if retries is None else retries, _seconds_text(timeout),
-                _ms(delay), "" if at_ms is None else at_ms)  # fmt: skip
+                _ms(delay), "" if at_ms is None else at_ms, "1" if o.job_id is None else "")  # fmt: skip
 
     def _job(self, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str | None) -> tuple[str, bytes]:
         payload = encode_payload(args, kwargs)

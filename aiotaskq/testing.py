@@ -12,12 +12,14 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
 
+from . import _record
 from .pool import Pool
 from .queue import Queue
 
@@ -226,3 +228,23 @@ from .job import JobStatus  # noqa: E402
 
 _QUEUED = JobStatus.QUEUED
 _ACTIVE = JobStatus.ACTIVE
+
+
+async def job_fields(queue: Queue, ids: Sequence[str]) -> list[dict[str, bytes] | None]:
+    """What Redis holds for each job, as fields by name (``status``, ``attempts``, ``pool``,
+    ``enq_at``, ... as docs/architecture.md lists them; empty ones left out), or None for a
+    job that does not exist: for tests and tools that look under ``Job.info()``. Pipelined."""
+    k = queue.keys
+    out: list[dict[str, bytes] | None] = []
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        pipe = queue.redis.pipeline(transaction=False)
+        for job_id in chunk:
+            pipe.hget(k.jobs, job_id)
+            pipe.hget(k.active, job_id)
+            pipe.get(k.job(job_id))
+        raw = await pipe.execute()
+        for i in range(len(chunk)):
+            f = _record.fields(raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
+            out.append(None if f is None else {name.decode(): value for name, value in f.items()})
+    return out

@@ -11,6 +11,7 @@ from typing import Any, cast
 import anyio
 
 from aiotaskq import Job, JobStatus, Pool, Queue
+from aiotaskq.testing import job_fields
 
 # Small intervals keep every test bounded in time.
 FAST: dict[str, Any] = {
@@ -90,7 +91,8 @@ async def wait_status(queue: Queue, job_id: str, status: JobStatus, timeout: flo
     """Wait until the job has ``status``."""
 
     async def reached() -> bool:
-        return bool(await queue.redis.hget(queue.keys.job(job_id), "status") == status.value.encode())
+        (fields,) = await job_fields(queue, [job_id])
+        return fields is not None and fields["status"] == status.value.encode()
 
     await wait_for(reached, timeout, f"job {job_id} to be {status.value}")
 

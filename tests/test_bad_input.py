@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from aiotaskq import Job, JobCancelled, JobFailed, JobStatus, PayloadTooLarge, Pool, Queue
 from aiotaskq._monitor import watch_event_loop
+from aiotaskq._record import encode_record, record
 from aiotaskq.job import encode_payload
 from aiotaskq.testing import RedisServer
 
@@ -128,6 +129,16 @@ def test_corrupted_job_hashes_fail_their_jobs_only(
     anyio.run(_corrupted_job_hashes, redis_server.url, payloads, task_names)
 
 
+async def _edit_record(q: Queue, job_id: str, name: bytes, value: bytes) -> None:
+    """Overwrite one field of a queued job's record (jobs hash), as a hand edit would."""
+    raw: bytes | None = await q.redis.hget(q.keys.jobs, job_id)  # type: ignore[assignment]
+    assert raw is not None, job_id
+    fields = record(raw)
+    fields[name] = value
+    await q.redis.hset(q.keys.jobs, job_id, encode_record(fields))
+    assert record(await q.redis.hget(q.keys.jobs, job_id))[name] == value  # type: ignore[arg-type]
+
+
 async def _corrupted_job_hashes(url: str, payloads: list[bytes], task_names: list[bytes]) -> None:
     async with Queue(queue_name("corrupt"), url=url) as q:
 
@@ -140,9 +151,9 @@ async def _corrupted_job_hashes(url: str, payloads: list[bytes], task_names: lis
         bad_task = [await echo.enqueue(0) for _ in task_names]
         good += [await echo.enqueue(i) for i in range(2, 4)]
         for job, payload in zip(bad_payload, payloads, strict=True):
-            await q.redis.hset(q.keys.job(job.id), "payload", payload)
+            await _edit_record(q, job.id, b"payload", payload)
         for job, name in zip(bad_task, task_names, strict=True):
-            await q.redis.hset(q.keys.job(job.id), "task", name)
+            await _edit_record(q, job.id, b"task", name)
 
         async with run_pool(q, concurrency=4):
             for job, payload in zip(bad_payload, payloads, strict=True):

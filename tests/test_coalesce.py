@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from aiotaskq import Job, JobStatus, PayloadTooLarge, Queue
 from aiotaskq._batcher import FLIGHTS, MAX_JOBS
-from aiotaskq.testing import RedisServer
+from aiotaskq.testing import RedisServer, job_fields
 
 _seq = iter(range(1_000_000))
 
@@ -38,8 +38,9 @@ async def _evalsha_calls(q: Queue) -> int:
 
 
 async def _fields(q: Queue, job_id: str) -> dict[str, str]:
-    raw: dict[bytes, bytes] = await q.redis.hgetall(q.keys.job(job_id))  # type: ignore[assignment]
-    return {k.decode(): v.decode() for k, v in raw.items() if k != b"payload"}
+    (raw,) = await job_fields(q, [job_id])
+    assert raw is not None, job_id
+    return {k: v.decode() for k, v in raw.items() if k != "payload"}
 
 
 def _call(q: Queue, i: int) -> Any:
@@ -203,7 +204,7 @@ async def test_a_caller_cancelled_while_it_waits_leaves_the_others_alone(q: Queu
     for i, res in enumerate(out):
         if i in cancelled:
             assert isinstance(res, asyncio.CancelledError)
-            assert await q.redis.exists(q.keys.job(f"c{i}")) == 0  # never sent
+            assert await job_fields(q, [f"c{i}"]) == [None]  # never sent
         else:
             assert isinstance(res, Job) and res.id == f"c{i}"
     assert (await q.counts())[JobStatus.QUEUED] == 1 + 50

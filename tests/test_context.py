@@ -12,7 +12,9 @@ import pytest
 from _util import run_pool, wait_status
 
 from aiotaskq import JobContext, JobFailed, JobStatus, Queue, Retry, current_job
+from aiotaskq._record import encode_record
 from aiotaskq.context import MAX_NOTE, validate_progress
+from aiotaskq.testing import job_fields
 
 
 def _seen(ctx: JobContext) -> dict[str, Any]:
@@ -198,18 +200,36 @@ def test_validate_progress_accepts(value: float, note: str | None) -> None:
 
 async def test_progress_is_fenced_by_pool_and_attempt(queue: Queue) -> None:
     """A stale attempt (a pool declared dead, an older attempt) cannot write progress."""
-    k = queue.keys
-    await queue.redis.hset(k.job("j"), mapping={"status": "active", "pool": "P", "attempts": 2, "task": "t"})
+    k, r = queue.keys, queue.redis
+    raw = encode_record({b"status": b"queued", b"task": b"t", b"enq_at": b"1000"})
+    entry = b"P|2|2000|||"  # active under pool P, attempt 2
+    await r.hset(k.jobs, "j", raw)
+    await r.hset(k.active, "j", entry)
+    await r.sadd(k.pool("P"), "j")
     s = queue.scripts
     assert await s.progress("j", "P", 1, 0.9, "old attempt") == -1
     assert await s.progress("j", "Q", 2, 0.9, "other pool") == -1
-    assert await queue.redis.hget(k.job("j"), "progress") is None
+    assert await r.hget(k.active, "j") == entry
+    (f,) = await job_fields(queue, ["j"])
+    assert f is not None and f["status"] == b"active" and "progress" not in f
     assert await s.progress("j", "P", 2, 0.25, "mine") == 1
-    assert await queue.redis.hmget(k.job("j"), "progress", "progress_note") == [b"0.25", b"mine"]
-    await queue.redis.hset(k.job("j"), "status", "succeeded")
+    (f,) = await job_fields(queue, ["j"])
+    assert f is not None and (f.get("progress"), f.get("progress_note")) == (b"0.25", b"mine")
+    # The job ends (as close_job writes it): out of both hashes, its ended record in job:j.
+    now: bytes | None = await r.hget(k.active, "j")  # type: ignore[assignment]
+    assert now is not None and now.endswith(b"|0.25|mine")
+    entry = now
+    ended = b"S|3000|1000|%d|0|0|0|" % len(entry) + entry + raw
+    await r.hdel(k.jobs, "j")
+    await r.hdel(k.active, "j")
+    await r.set(k.job("j"), ended)
+    assert (await job_fields(queue, ["j"]))[0]["status"] == b"succeeded"  # type: ignore[index]
     assert await s.progress("j", "P", 2, 0.5, None) == -1  # ended: nothing more is written
+    assert await r.get(k.job("j")) == ended
+    assert not await r.hexists(k.jobs, "j") and not await r.hexists(k.active, "j")
     assert await s.progress("missing", "P", 1, 0.5, None) == -1
-    assert not await queue.redis.exists(k.job("missing"))
+    assert await job_fields(queue, ["missing"]) == [None]
+    assert not await r.exists(k.job("missing"))
 
 
 async def test_progress_of_a_cancelled_job_returns_false(queue: Queue) -> None:

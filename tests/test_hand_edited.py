@@ -4,10 +4,20 @@ import anyio
 import pytest
 
 from aiotaskq import JobFailed, Pool, Queue
+from aiotaskq._record import encode_record, record
+
+
+async def _edit(queue: Queue, job_id: str, changes: dict[bytes, bytes]) -> None:
+    """Change fields of a waiting job's record by hand."""
+    raw: bytes | None = await queue.redis.hget(queue.keys.jobs, job_id)  # type: ignore[assignment]
+    assert raw is not None, job_id
+    fields = record(raw) | changes
+    await queue.redis.hset(queue.keys.jobs, job_id, encode_record(fields))
+    assert record(await queue.redis.hget(queue.keys.jobs, job_id)) == fields  # type: ignore[arg-type]
 
 
 async def test_non_numeric_job_fields_do_not_stop_the_pool(queue: Queue) -> None:
-    """A job hash edited by hand (non-numeric retries/timeout) ends with an outcome,
+    """A job record edited by hand (non-numeric retries/timeout) ends with an outcome,
     and the pool, its reaper and other jobs go on."""
 
     @queue.task(name="hand.boom")
@@ -20,8 +30,8 @@ async def test_non_numeric_job_fields_do_not_stop_the_pool(queue: Queue) -> None
 
     bad = await boom.enqueue()
     weird = await ok.enqueue()
-    await queue.redis.hset(queue.keys.job(bad.id), mapping={"retries": "many", "timeout": "soon"})
-    await queue.redis.hset(queue.keys.job(weird.id), mapping={"timeout": "-3"})
+    await _edit(queue, bad.id, {b"retries": b"many", b"timeout": b"soon"})
+    await _edit(queue, weird.id, {b"timeout": b"-3"})
     good = await ok.enqueue()
     pool = Pool(queue, concurrency=2, poll_interval=0.05, heartbeat_interval=0.2, stale_timeout=1)
     with anyio.fail_after(10):

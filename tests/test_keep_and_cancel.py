@@ -13,7 +13,6 @@ from _util import FAST, must, run_pool, wait_for, wait_scored
 
 from aiotaskq import KEEP_FOREVER, JobCancelled, JobStatus, Pool, Queue
 from aiotaskq._executor import Claimed, Executor
-from aiotaskq._runner import _FIELDS
 from aiotaskq.job import encode_payload
 
 # -- keep times -----------------------------------------------------------------------------------
@@ -191,10 +190,10 @@ async def test_the_reaper_keeps_a_cancelled_job_for_the_keep_time_the_pools_regi
     s, r = queue.scripts, queue.redis
     await r.hset(queue.keys.keep, mapping={"short": 5000})
     for job_id, task in (("a", "short"), ("b", "other")):
-        (code,) = await s.run(s.enqueue([((task, 0, "", "", "", ""), job_id, b"\x92\x90\x80")]))
+        (code,) = await s.run(s.enqueue([((task, 0, "", "", "", "", ""), job_id, b"\x92\x90\x80")]))
         assert code == 1
     assert await s.heartbeat("dead", register=True, info="{}", ttl_ms=60_000) == [1]
-    assert len(await s.claim("dead", 2)) == 3 + 2 * _FIELDS
+    assert len(await s.claim("dead", 2)) == 3 + 2 * 3  # a header, then id, attempt, record per job
     assert await s.cancel("a", 60_000) == 2 and await s.cancel("b", 60_000) == 2
     await r.zadd(queue.keys.pools, {"dead": 0})  # its last heartbeat long ago
     assert await s.reap(stale_ms=1000, keep_ms=120_000, own_pool_id="live") == [1, 0, 0]

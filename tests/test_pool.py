@@ -15,6 +15,7 @@ import pytest
 from _util import must, run_pool, wait_for, wait_idle, wait_status
 
 from aiotaskq import JobFailed, JobStatus, Queue, Retry, Task
+from aiotaskq.testing import job_fields
 
 CANCELLED = asyncio.CancelledError  # the pool runs on asyncio
 
@@ -316,10 +317,8 @@ async def test_two_pools_never_run_a_job_twice(queue: Queue, redis_url: str) -> 
 
             await wait_for(all_done, timeout=30, what=f"{n} jobs to succeed")
         assert counter == Counter(range(n))  # every job ran, and exactly once
-        pipe = queue.redis.pipeline(transaction=False)
-        for job in jobs:
-            assert job is not None
-            pipe.hmget(queue.keys.job(job.id), "pool", "attempts")
-        owners = Counter(pool.decode() for pool, attempts in await pipe.execute() if attempts == b"1")
+        assert all(job is not None for job in jobs)
+        stored = await job_fields(queue, [job.id for job in jobs if job is not None])
+        owners = Counter(f["pool"].decode() for f in stored if f is not None and f.get("attempts") == b"1")
         assert sum(owners.values()) == n
         assert set(owners) == {*p1.pool_ids, *p2.pool_ids}  # both pools took part

@@ -13,6 +13,8 @@ import pytest
 from _util import must, queue_keys, queued_ids, run_pool, wait_status
 
 from aiotaskq import Job, JobFailed, JobNotFound, JobStatus, Queue
+from aiotaskq._record import encode_record, record
+from aiotaskq.testing import job_fields
 
 
 class Point(msgspec.Struct):
@@ -31,8 +33,11 @@ class Box:
 
 async def _snapshot(queue: Queue, job_id: str) -> tuple[Any, ...]:
     r, k = queue.redis, queue.keys
+    assert await r.hexists(k.jobs, job_id)  # the job is waiting or active: it has a record
     return (
-        await r.hgetall(k.job(job_id)),
+        await r.hget(k.jobs, job_id),  # the record: every byte of it
+        await r.hget(k.active, job_id),
+        await r.get(k.job(job_id)),
         await r.zrange(k.scheduled, 0, -1, withscores=True),
         await queued_ids(queue),
         await r.hget(k.stats, "enqueued"),
@@ -217,6 +222,7 @@ async def test_purge_deletes_jobs_and_their_data(queue: Queue) -> None:
     assert await queue.purge(JobStatus.FAILED) == 3
     for job in jobs:
         assert not await queue.redis.exists(queue.keys.job(job.id))
+        assert await job_fields(queue, [job.id]) == [None]
         with pytest.raises(JobNotFound):
             await job.status()
     assert await queue.job_ids(JobStatus.FAILED) == []
@@ -224,7 +230,8 @@ async def test_purge_deletes_jobs_and_their_data(queue: Queue) -> None:
     assert await kept.status() is JobStatus.SCHEDULED
     assert await queue.purge(JobStatus.FAILED) == 0
     assert await queue.purge("scheduled") == 1
-    assert not await queue.redis.exists(queue.keys.job(kept.id))
+    assert await queue.redis.hget(queue.keys.jobs, kept.id) is None
+    assert await job_fields(queue, [kept.id]) == [None]
     with pytest.raises(ValueError, match=r"^status:"):
         await queue.purge(JobStatus.ACTIVE)
 
@@ -257,6 +264,15 @@ async def test_unencodable_arguments_raise_type_error_and_write_nothing(queue: Q
     assert all(v == 0 for v in (await queue.counts()).values())
 
 
+async def _set_payload(queue: Queue, job_id: str, payload: bytes) -> None:
+    """Overwrite the stored payload of a waiting job, as a hand edit would."""
+    raw: bytes | None = await queue.redis.hget(queue.keys.jobs, job_id)  # type: ignore[assignment]
+    assert raw is not None, job_id
+    fields = record(raw)
+    fields[b"payload"] = payload
+    await queue.redis.hset(queue.keys.jobs, job_id, encode_record(fields))
+
+
 async def test_bad_jobs_fail_with_a_clear_error_and_the_pool_goes_on(queue: Queue) -> None:
     # Retries are allowed, yet a bad job fails on its first attempt: no retry can help it.
     @queue.task(retries=3, backoff=(0.0, 0.0))
@@ -280,8 +296,8 @@ async def test_bad_jobs_fail_with_a_clear_error_and_the_pool_goes_on(queue: Queu
     }
     by_name = {name: job for name, job in jobs.items() if job is not None}
     assert len(by_name) == len(jobs)
-    await queue.redis.hset(queue.keys.job(by_name["garbage"].id), "payload", b"\xc1\xff\x00")
-    await queue.redis.hset(queue.keys.job(by_name["not-args"].id), "payload", msgspec.msgpack.encode(42))
+    await _set_payload(queue, by_name["garbage"].id, b"\xc1\xff\x00")
+    await _set_payload(queue, by_name["not-args"].id, msgspec.msgpack.encode(42))
 
     expected = {
         "unknown": ["UnknownTask", "'nope'"],

@@ -17,6 +17,7 @@ import pytest
 from _util import must, run_pool, wait_for, wait_status
 
 from aiotaskq import CorruptResult, Job, JobCancelled, JobFailed, JobNotFound, JobStatus, Queue
+from aiotaskq.testing import job_fields
 
 
 class Point(msgspec.Struct):
@@ -240,6 +241,19 @@ async def test_a_waiter_on_an_unkept_job_that_is_cancelled_gets_job_cancelled(qu
 # -- corrupt and oversized results ----------------------------------------------------------------
 
 
+async def _set_stored_result(queue: Queue, job_id: str, result: bytes) -> None:
+    """Replace the result in an ended job's record (job:<id>, see _record.py), keeping its expiry."""
+    key = queue.keys.job(job_id)
+    raw: bytes | None = await queue.redis.get(key)  # type: ignore[assignment]
+    assert raw is not None, "the job was not kept"
+    parts = raw.split(b"|", 7)  # status, end, duration, 4 lengths, then active entry, result...
+    la, lr = int(parts[3] or 0), int(parts[4] or 0)
+    body = parts[7]
+    body = body[:la] + result + body[la + lr :]
+    parts[4] = str(len(result)).encode()
+    await queue.redis.set(key, b"|".join([*parts[:7], body]), keepttl=True)
+
+
 async def test_a_corrupt_stored_result_raises_corrupt_result_and_info_still_works(queue: Queue) -> None:
     @queue.task(name="ok")
     async def ok() -> Point:
@@ -249,7 +263,7 @@ async def test_a_corrupt_stored_result_raises_corrupt_result_and_info_still_work
         job = await ok.enqueue()
         await job.result(timeout=5)
     for raw in (b"\xc1", b"\x92\x01", b"\xa3ab", b"\xd9\x02\xff\xfe", b"\xdd" + b"\xff" * 4):
-        await queue.redis.hset(queue.keys.job(job.id), "result", raw)
+        await _set_stored_result(queue, job.id, raw)
         with pytest.raises(CorruptResult) as err:
             await job.result(timeout=5)
         assert err.value.job_id == job.id and "cannot be decoded" in str(err.value)
@@ -273,7 +287,8 @@ async def test_a_result_over_max_result_bytes_fails_the_job_without_retry(redis_
                 await job.result(timeout=5)
             info = await job.info()
             assert info.attempts == 1 and info.status is JobStatus.FAILED
-            assert not await queue.redis.hexists(queue.keys.job(job.id), "result")
+            (stored,) = await job_fields(queue, [job.id])
+            assert stored is not None and stored["status"] == b"failed" and "result" not in stored
 
 
 async def test_the_default_result_limit_is_one_mebibyte(queue: Queue) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pytest
 from _util import queued_ids
 
 from aiotaskq import Queue
+from aiotaskq._record import claimed_fields
 from aiotaskq._scripts import Outcome, _ms
 from aiotaskq.job import encode_payload
+from aiotaskq.testing import job_fields
 
 KEEP_MS = 60_000
 PAYLOAD = encode_payload((1,), {"k": "v"})
@@ -18,7 +20,7 @@ PAYLOAD = encode_payload((1,), {"k": "v"})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int = 1, priority: int = 0, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue([(("t", priority, retries, "", _ms(delay), ""), job_id, PAYLOAD)])
+    call = s.enqueue([(("t", priority, retries, "", _ms(delay), "", ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 
@@ -30,13 +32,22 @@ async def register(q: Queue, pool_id: str) -> None:
 
 async def claim_one(q: Queue, pool_id: str) -> tuple[str, int]:
     out = await q.scripts.claim(pool_id, 1)
-    assert out[0] == 0 and out[2] == 0 and len(out) == 10, out
-    return out[3].decode(), int(out[6])
+    assert out[0] == 0 and out[2] == 0 and len(out) == 6, out
+    return out[3].decode(), int(out[4])
+
+
+def claimed(out: list[Any]) -> list[list[bytes]]:
+    """The jobs a claim took from `queued` (after the handed records), each as id, task,
+    payload, attempt, retries, timeout, enqueue time."""
+    body = out[3 + int(out[2]) :]
+    assert len(body) % 3 == 0, out
+    return [claimed_fields(body[i], body[i + 1], body[i + 2]) for i in range(0, len(body), 3)]
 
 
 async def job(q: Queue, job_id: str) -> dict[str, bytes]:
-    h = cast(dict[bytes, bytes], await q.redis.hgetall(q.keys.job(job_id)))
-    return {k.decode(): v for k, v in h.items()}
+    (f,) = await job_fields(q, [job_id])
+    assert f is not None, f"no job {job_id}"
+    return f
 
 
 async def redis_ms(q: Queue) -> int:
@@ -74,7 +85,8 @@ async def test_claim_marks_the_job_active_in_the_same_call(queue: Queue) -> None
     out = await queue.scripts.claim("P", 5)
     assert out[0] == 0 and out[1] == -1 and out[2] == 0  # nothing scheduled, nothing handed over
     # id, task, payload, attempt, retries, timeout, enqueue time
-    assert out[3:] == [b"j", b"t", PAYLOAD, b"1", b"1", b"", (await job(queue, "j"))["enq_at"]]
+    assert len(out) == 6 and out[3] == b"j" and out[4] == b"1"
+    assert claimed(out) == [[b"j", b"t", PAYLOAD, b"1", b"1", b"", (await job(queue, "j"))["enq_at"]]]
     h = await job(queue, "j")
     assert h["status"] == b"active" and h["pool"] == b"P" and h["attempts"] == b"1"
     assert abs(int(h["start_at"]) - await redis_ms(queue)) < 1000
@@ -88,7 +100,7 @@ async def test_claim_by_priority_then_fifo(queue: Queue) -> None:
         await enqueue(queue, job_id, priority=prio)
     await register(queue, "P")
     out = await queue.scripts.claim("P", 10)
-    assert [out[i].decode() for i in range(3, len(out), 7)] == ["high", "a", "b", "low"]
+    assert [row[0].decode() for row in claimed(out)] == ["high", "a", "b", "low"]
 
 
 async def test_claim_promotes_due_jobs_and_reports_the_next_due_time(queue: Queue) -> None:
@@ -180,7 +192,7 @@ async def test_requeue_gives_the_attempt_back_at_the_front(queue: Queue) -> None
     await enqueue(queue, "second")
     assert await s.run(s.requeue("first", "P", attempt)) == 1
     h = await job(queue, "first")
-    assert h["status"] == b"queued" and h["attempts"] == b"0"
+    assert h["status"] == b"queued" and h.get("attempts", b"0") == b"0"  # '' is 0: left out
     assert not await queue.redis.smembers(k.pool("P"))
     assert await claim_one(queue, "P") == ("first", 1)  # ahead of the later job, not charged
 
@@ -296,11 +308,14 @@ async def test_reschedule_script_starts_an_ended_job_over(queue: Queue, status: 
         await s.run(s.finish("j", "P", attempt, "cancelled", b"", KEEP_MS))
     assert await s.reschedule("j", delay=10, at_ms=None) == 1
     h = await job(queue, "j")
-    assert h["status"] == b"scheduled" and h["attempts"] == b"0"
-    assert "error" not in h and "end_at" not in h
+    assert h["status"] == b"scheduled" and h.get("attempts", b"0") == b"0"  # '' is 0: left out
+    assert "error" not in h and "end_at" not in h and "pool" not in h
     assert await queue.redis.zscore(k.ended(status), "j") is None
     assert await queue.redis.zscore(k.scheduled, "j") == float(h["due_at"])
-    assert await queue.redis.pttl(k.job("j")) == -1  # no longer expiring
+    # No longer expiring: the ended record (the string with the keep time) is gone, and the
+    # job waits as a record in the jobs hash, which has no expiry.
+    assert not await queue.redis.exists(k.job("j"))
+    assert await queue.redis.hexists(k.jobs, "j") and await queue.redis.pttl(k.jobs) == -1
 
 
 async def test_settle_applies_a_mixed_batch_and_fences_each_outcome(queue: Queue) -> None:
@@ -324,7 +339,7 @@ async def test_settle_applies_a_mixed_batch_and_fences_each_outcome(queue: Queue
         "back": b"queued", "stop": b"cancelled", "stale": b"active",
     }  # fmt: skip
     assert (await job(queue, "ok"))["result"] == b"\x2a"
-    assert (await job(queue, "back"))["attempts"] == b"0"  # requeue is not charged
+    assert (await job(queue, "back")).get("attempts", b"0") == b"0"  # requeue is not charged
     assert await queue.redis.smembers(k.pool("p1")) == {b"stale"}  # only the fenced-out one is still held
     assert await queue.redis.zscore(k.scheduled, "again") is not None
     assert await queue.redis.zscore(k.failed, "bad") is not None
@@ -334,7 +349,7 @@ async def test_settle_applies_a_mixed_batch_and_fences_each_outcome(queue: Queue
 async def test_one_enqueue_call_writes_a_batch_with_one_code_per_job(queue: Queue) -> None:
     k, s = queue.keys, queue.scripts
     assert await enqueue(queue, "b") == 1
-    options = ("t", 0, "", "", "", "")
+    options = ("t", 0, "", "", "", "", "")
     call = s.enqueue([(options, "a", PAYLOAD), (options, "b", PAYLOAD), (options, "c", PAYLOAD)])
     assert await s.run(call) == [1, 0, 1]  # "b" is already queued: deduplicated
     assert await queued_ids(queue) == [b"b", b"a", b"c"]  # FIFO across and within calls
@@ -361,7 +376,7 @@ async def test_waiting_jobs_live_in_one_list_per_priority_band(queue: Queue) -> 
     assert await s.run(s.requeue("b", "P", attempt)) == 1  # given back: the front of its band
     assert await queued_ids(queue) == [b"b", b"a", b"e"]
     out = await s.claim("P", 2)
-    assert [out[i] for i in range(3, len(out), 7)] == [b"b", b"a"]
+    assert [row[0] for row in claimed(out)] == [b"b", b"a"]
     assert await s.reschedule("e", delay=60, at_ms=None) == 1  # out of its band, into scheduled
     assert await queued_ids(queue) == [] and await queue.redis.zcard(k.queued) == 0
 
@@ -369,4 +384,6 @@ async def test_waiting_jobs_live_in_one_list_per_priority_band(queue: Queue) -> 
     await enqueue(queue, "g")
     assert await queue.purge("queued") == 2
     assert await queued_ids(queue) == [] and await queue.redis.zcard(k.queued) == 0
+    assert await job_fields(queue, ["f", "g"]) == [None, None]
+    assert not await queue.redis.hexists(k.jobs, "f") and not await queue.redis.hexists(k.jobs, "g")
     assert not await queue.redis.exists(k.job("f"), k.job("g"))

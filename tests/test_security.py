@@ -60,15 +60,17 @@ async def run_cli(*args: str, queue_name: str) -> subprocess.CompletedProcess[by
 # Commands the library sends itself (the rest of the ACL line is what its Lua scripts call).
 CLIENT_COMMANDS = {
     "evalsha", "script|load",  # every state change
-    "hget", "hgetall", "hmget",  # Job.status / info / result
+    "hget",  # Job.status / info / result: the job's record and active entry (in MULTI/EXEC)
+    "hgetall",  # Queue.schedules
     "hset",  # a pool publishes its tasks' default retries
     "zrange", "zrevrange", "smembers",  # Queue.job_ids
     "subscribe", "unsubscribe",  # the pub/sub listener
     "blpop", "rpush",  # an idle pool blocks on its inbox; a local timer ends the pop for a due job
-    "get", "time",  # aiotaskq info
+    "get",  # Job.status / info / result: the ended record job:<id> (in MULTI/EXEC); aiotaskq info
+    "time",  # aiotaskq info
     "ping",  # redis-py's health check
     "client|id", "client|list", "info",  # crash detection (aiotaskq/_presence.py)
-    "multi", "exec",  # Queue.schedules reads its three keys consistently
+    "multi", "exec",  # Job.status / info / result and Queue.schedules read their keys consistently
 }  # fmt: skip
 
 

@@ -8,8 +8,27 @@ end
 
 -- Integers as decimal strings: Lua numbers are doubles, and the default number
 -- formatting may switch to exponent notation.
+-- (The last value is remembered: a call formats the same `now` many times, and number
+-- formatting is one of the dearest things a script does.)
+local int_k, int_v
 local function int(x)
-  return string.format('%.0f', x)
+  if x ~= int_k then
+    int_k, int_v = x, string.format('%.0f', x)
+  end
+  return int_v
+end
+
+-- Small non-negative integers (lengths, attempts, durations) as strings, remembered.
+local small = {}
+local function n2s(n)
+  local s = small[n]
+  if not s then
+    s = tostring(n)
+    if n < 100000 then
+      small[n] = s
+    end
+  end
+  return s
 end
 
 -- Waiting jobs: one list per priority band, aiotaskq:{Q}:queued:<prio>, in FIFO order;
@@ -85,11 +104,169 @@ local function wake(idle_key, prefix)
   end
 end
 
+-- Where a job is. While it is scheduled, queued or active, its record is a field of the
+-- `jobs` hash (id -> record); while it is active, the `active` hash holds its attempt too
+-- (id -> active entry). Once it ended, the string job:<id> holds its ended record (with its
+-- expiry), and the hashes nothing. Scripts change both hashes through the write-back cache
+-- below, so a call reads each job once (one HMGET per hash) and writes all it changed with
+-- one HSET and one HDEL per hash: a command on a field of a shared hash costs Redis a
+-- fraction of a command on a key of its own. The hot transitions (enqueue, claim, settle)
+-- only concatenate strings; aiotaskq/_record.py reads the same formats.
+--
+-- Record (jobs hash): 9 header fields, each followed by '|': status (s scheduled,
+-- q queued), priority ('' = 0), max retries ('' = the task's default), timeout s ('' none),
+-- attempts charged so far ('' = 0), enqueued at ms, due at ms ('' = enqueued), byte lengths
+-- of the task name and of the payload; then task name, payload; then, when the last attempt
+-- failed and the job waits for its retry, <bytes of error>|<error><traceback>.
+-- Active entry (active hash): <pool id>|<attempt>|<started at ms>|<cancel '1' or ''>|
+-- <progress>|<progress note>.
+-- Ended record (job:<id>): status (S succeeded, F failed, C cancelled), ended at ms,
+-- duration ms, then the byte lengths of the active entry, result, error and traceback,
+-- each followed by '|'; then those four, then the job's record as it was.
+local RECORD = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|()'
+local ATTEMPTS = '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|'
+local ACTIVE = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|()'
+local ENDED = '^(.)|([^|]*)|([^|]*)|(%d*)|(%d*)|(%d*)|(%d*)|()'
+local STATUS = {s = 'scheduled', q = 'queued', S = 'succeeded', F = 'failed', C = 'cancelled'}
+local CODE = {scheduled = 's', queued = 'q', succeeded = 'S', failed = 'F', cancelled = 'C'}
+local R_STATUS, R_PRIO, R_RETRIES, R_TIMEOUT, R_ATTEMPTS, R_ENQ, R_DUE = 1, 2, 3, 4, 5, 6, 7
+
+local function new_record(status, task, payload, prio, retries, timeout, enq_at, due_at)
+  return status .. '|' .. prio .. '|' .. retries .. '|' .. timeout .. '||' .. enq_at .. '|' .. due_at .. '|' ..
+    n2s(#task) .. '|' .. n2s(#payload) .. '|' .. task .. payload
+end
+
+-- A record as a table: header fields 1..7, and task, payload, err, tb; nil when raw is not
+-- one (a value edited by hand: the job is treated as missing).
+local function parse(raw)
+  if not raw then
+    return nil
+  end
+  local r = {raw:match(RECORD)}
+  local pos = r[10]
+  if not pos then
+    return nil
+  end
+  local tl, pl = tonumber(r[8]) or 0, tonumber(r[9]) or 0
+  r.task = raw:sub(pos, pos + tl - 1)
+  r.payload = raw:sub(pos + tl, pos + tl + pl - 1)
+  local rest = raw:sub(pos + tl + pl)
+  r.err, r.tb = '', ''
+  local le, at = rest:match('^(%d+)|()')
+  if le then
+    r.err, r.tb = rest:sub(at, at + tonumber(le) - 1), rest:sub(at + tonumber(le))
+  end
+  r[8], r[9], r[10] = nil, nil, nil
+  return r
+end
+
+local function build(r)
+  local s = table.concat(r, '|', 1, 7) .. '|' .. n2s(#r.task) .. '|' .. n2s(#r.payload) .. '|' .. r.task .. r.payload
+  if r.err ~= '' or r.tb ~= '' then
+    s = s .. n2s(#r.err) .. '|' .. r.err .. r.tb
+  end
+  return s
+end
+
+-- The active entry's fields: pool id, attempt, start ms, cancel, progress, note.
+local function active_fields(v)
+  local pool, attempt, start, cancel, progress, pos = v:match(ACTIVE)
+  if not pos then
+    return nil
+  end
+  return pool, attempt, start, cancel, progress, v:sub(pos)
+end
+
+-- An ended record's parts: status code, end ms, duration, active entry, result, error,
+-- traceback, record.
+local function ended_parts(raw)
+  local st, end_at, dur, la, lr, le, lt, pos = raw:match(ENDED)
+  if not pos then
+    return nil
+  end
+  la, lr, le, lt = tonumber(la) or 0, tonumber(lr) or 0, tonumber(le) or 0, tonumber(lt) or 0
+  local a = pos + la
+  return st, end_at, dur, raw:sub(pos, a - 1), raw:sub(a, a + lr - 1), raw:sub(a + lr, a + lr + le - 1),
+    raw:sub(a + lr + le, a + lr + le + lt - 1), raw:sub(a + lr + le + lt)
+end
+
+-- The write-back caches of the `jobs` and `active` hashes for this call: id -> value, or
+-- false (absent). flush() writes what changed.
+local function new_cache(name)
+  return {name = name, key = nil, vals = {}, dirty = {}}
+end
+local jobs, actives = new_cache('jobs'), new_cache('active')
+
+local function cache_open(c, prefix)
+  if not c.key then
+    c.key = prefix .. c.name
+  end
+end
+
+-- Read the values of ids not read yet, in one HMGET.
+local function prefetch(c, prefix, ids)
+  cache_open(c, prefix)
+  local todo = {}
+  for _, id in ipairs(ids) do
+    if c.vals[id] == nil then
+      todo[#todo + 1] = id
+    end
+  end
+  for i = 1, #todo, 1000 do
+    local chunk = {unpack(todo, i, math.min(i + 999, #todo))}
+    for j, v in ipairs(redis.call('HMGET', c.key, unpack(chunk))) do
+      c.vals[chunk[j]] = v or false
+    end
+  end
+end
+
+local function cache_get(c, prefix, id)
+  local v = c.vals[id]
+  if v == nil then
+    cache_open(c, prefix)
+    v = redis.call('HGET', c.key, id) or false
+    c.vals[id] = v
+  end
+  return v or nil
+end
+
+local function cache_put(c, prefix, id, v)
+  cache_open(c, prefix)
+  c.vals[id] = v
+  c.dirty[id] = true
+end
+
+local function cache_del(c, prefix, id)
+  cache_open(c, prefix)
+  c.vals[id] = false
+  c.dirty[id] = true
+end
+
+local function cache_flush(c)
+  local set, del = {}, {}
+  for id in pairs(c.dirty) do
+    local v = c.vals[id]
+    if v then
+      set[#set + 1] = id
+      set[#set + 1] = v
+    else
+      del[#del + 1] = id
+    end
+  end
+  for i = 1, #set, 1000 do
+    redis.call('HSET', c.key, unpack(set, i, math.min(i + 999, #set)))
+  end
+  for i = 1, #del, 1000 do
+    redis.call('HDEL', c.key, unpack(del, i, math.min(i + 999, #del)))
+  end
+  c.vals, c.dirty = {}, {}
+end
+
 -- Bookkeeping that the transitions of one call share, done once by flush() at its end:
--- one SREM per pool set, one ZADD per ended zset, one HINCRBY per counter, one trim per
--- ended zset, one wake-up.
+-- the `jobs` hash writes, one SREM per pool set, one ZADD per zset, one HINCRBY per
+-- counter, one trim per ended zset, one wake-up.
 -- (Per job, it cost settle.lua more Redis time than the rest of a job's outcome.)
--- Every script that runs finish_job, fail_job, give_back_job or close_job calls flush().
+-- Every script that changes a job calls flush().
 local later = {srem = {}, zadd = {}, incr = {}, trim = {}, wake = nil}
 
 -- The table under key in t, created when missing.
@@ -127,6 +304,8 @@ local function later_trim(zset, cutoff)
 end
 
 local function flush()
+  cache_flush(jobs)
+  cache_flush(actives)
   for set, ids in pairs(later.srem) do
     for i = 1, #ids, 1000 do
       redis.call('SREM', set, unpack(ids, i, math.min(i + 999, #ids)))
@@ -167,32 +346,12 @@ local function record_id(rec)
   return rec:sub(#len + 2, #len + 1 + tonumber(len))
 end
 
--- The fields that make a job active under pool_id at its attempt number, and its max
--- retries: a job enqueued without them takes the default pools registered in the
--- tasks hash (a producer may enqueue by name a task it does not know).
-local task_retries = {}  -- this call's lookups in the tasks hash
-local function active_fields(prefix, pool_id, now, task, retries, attempts)
-  local fields = {'status', 'active', 'pool', pool_id, 'start_at', int(now), 'attempts', attempts}
-  if not retries or retries == '' then
-    retries = task_retries[task]
-    if not retries then
-      retries = redis.call('HGET', prefix .. 'tasks', task) or '0'
-      task_retries[task] = retries
-    end
-    fields[#fields + 1] = 'retries'
-    fields[#fields + 1] = retries
-  end
-  return fields, retries
-end
-
--- queued -> active under pool_id (claim.lua; the caller adds the id to the pool's set).
--- f holds the job's task, payload, retries, timeout, attempts and enqueue time. Returns the
--- claimed job's fields, as an inbox record holds them.
-local function activate(prefix, job_key, id, pool_id, now, f)
-  local attempts = tostring((tonumber(f[5]) or 0) + 1)
-  local fields, retries = active_fields(prefix, pool_id, now, f[1], f[3], attempts)
-  redis.call('HSET', job_key, unpack(fields))
-  return {id, f[1], f[2], attempts, retries, f[4] or '', f[6] or ''}
+-- Make a queued job active under pool_id at its next attempt (claim.lua, and the hand-off
+-- in enqueue_job; the caller adds the id to the pool's set). Returns the attempt number.
+local function activate(prefix, id, raw, pool_id, now_s)
+  local attempt = n2s((tonumber(raw:match(ATTEMPTS)) or 0) + 1)
+  cache_put(actives, prefix, id, pool_id .. '|' .. attempt .. '|' .. now_s .. '|||')
+  return attempt
 end
 
 -- Liveness by the freshest evidence: the `alive` zset holds, per pool, the time (ms) until
@@ -224,36 +383,38 @@ local function take_idle_slot(prefix, now)
   return nil
 end
 
--- Move a job to an end state: recorded in its zset, expired after keep_ms
--- (0 keeps nothing, negative keeps it forever), waiters told on its done channel.
--- fields: more field/value pairs to write with the status (or nil). The zset trim is
--- deferred. The message is the status; for a job not kept, its outcome itself, which
--- nothing could read again: <status>\n<length of the task name>\n<task name><result>.
-local function close_job(job_key, id, status, zset, now, keep_ms, channel, fields)
+-- End a job as status: out of the jobs and active hashes, its ended record (raw: its record;
+-- active: its active entry, '' when it never started) written to job:<id>, expired after
+-- keep_ms (0 keeps nothing, negative keeps it forever); its id in the status zset (deferred,
+-- with the trim), waiters told on done:<id>. The message is the status; for a job not
+-- kept, its outcome itself, which nothing could read again:
+-- <status>\n<length of the task name>\n<task name><result>.
+local function close_job(prefix, id, raw, active, status, now, keep_ms, result, err, tb)
   keep_ms = tonumber(keep_ms)
+  cache_del(jobs, prefix, id)
+  cache_del(actives, prefix, id)
+  local channel = prefix .. 'done:' .. id
+  result, err, tb = result or '', err or '', tb or ''
+  local key = prefix .. 'job:' .. id
   if keep_ms == 0 then
-    local task, result = redis.call('HGET', job_key, 'task') or '', ''
-    for i = 1, #(fields or {}) - 1, 2 do
-      if fields[i] == 'result' then
-        result = fields[i + 1]
-      end
-    end
-    redis.call('DEL', job_key)
+    local r = parse(raw)
+    local task = r and r.task or ''
+    redis.call('DEL', key)
     redis.call('PUBLISH', channel, status .. '\n' .. #task .. '\n' .. task .. result)
     return
   end
-  local f = {'status', status, 'end_at', int(now)}
-  for _, v in ipairs(fields or {}) do
-    f[#f + 1] = v
-  end
-  redis.call('HSET', job_key, unpack(f))
-  later_zadd(zset, int(now), id)
+  local start = active ~= '' and active:match('^[^|]*|[^|]*|([^|]*)|') or ''
+  local took = start ~= '' and math.max(0, now - (tonumber(start) or now)) or nil
+  local ended = CODE[status] .. '|' .. int(now) .. '|' .. (took and n2s(took) or '') .. '|' .. n2s(#active) .. '|'
+    .. n2s(#result) .. '|' .. n2s(#err) .. '|' .. n2s(#tb) .. '|' .. active .. result .. err .. tb .. raw
+  local zset = prefix .. status
   if keep_ms > 0 then
-    redis.call('PEXPIRE', job_key, int(keep_ms))
+    redis.call('SET', key, ended, 'PX', int(keep_ms))
     later_trim(zset, now - keep_ms)
   else
-    redis.call('PERSIST', job_key)
+    redis.call('SET', key, ended)
   end
+  later_zadd(zset, int(now), id)
   redis.call('PUBLISH', channel, status)
 end
 
@@ -272,21 +433,26 @@ local function task_keep(prefix, task, fallback, known, i)
 end
 
 -- Store a new job, queued or scheduled: the body of enqueue.lua, shared with tick.lua.
--- Every key is built from the queue's prefix. prio, retries, timeout, delay_ms, at_ms as in
--- an option group of enqueue.lua's ARGV. Returns 1 when written, 0 when a job with this id is
--- scheduled, queued or active. The caller runs flush() (the enqueued counter, wake-ups).
--- A job due now goes straight to an idle pool when there is one (the hand-off: active
--- under that pool, its record pushed to the pool's inbox, on which the pool blocks),
--- so it starts one round trip after it was sent; otherwise it waits in `queued`.
-local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeout, delay_ms, at_ms)
-  local job_key = prefix .. 'job:' .. id
-  local status = redis.call('HGET', job_key, 'status')
-  if status == 'scheduled' or status == 'queued' or status == 'active' then
+-- prio, retries, timeout, delay_ms, at_ms as in an option group of enqueue.lua's ARGV;
+-- fresh: the id was generated by the producer, so no ended job can have it. Returns 1 when
+-- written, 0 when a job with this id is scheduled, queued or active. The caller runs
+-- flush() (the hashes, the enqueued counter, wake-ups). A job due now goes straight to an
+-- idle pool when there is one (the hand-off: active under that pool, its record pushed to
+-- the pool's inbox, on which the pool blocks), so it starts one round trip after it was
+-- sent; otherwise it waits in `queued`.
+local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeout, delay_ms, at_ms, fresh)
+  if cache_get(jobs, prefix, id) then
     return 0
   end
-  if status then  -- an ended job with this id is replaced
-    redis.call('DEL', job_key)
-    redis.call('ZREM', prefix .. status, id)
+  if not fresh then  -- an ended job with this id is replaced
+    local ended = redis.call('GET', prefix .. 'job:' .. id)
+    if ended then
+      redis.call('DEL', prefix .. 'job:' .. id)
+      local status = STATUS[ended:sub(1, 1)]
+      if status then
+        redis.call('ZREM', prefix .. status, id)
+      end
+    end
   end
 
   local due = now
@@ -295,14 +461,17 @@ local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeou
   elseif delay_ms ~= '' then
     due = now + tonumber(delay_ms)
   end
-
+  if tonumber(prio) == 0 then
+    prio = ''
+  end
+  local now_s = int(now)
+  local status = 'q'
   local pool_id
   if due > now then
-    status = 'scheduled'
-    redis.call('ZADD', prefix .. 'scheduled', int(due), id)
+    status = 's'
+    later_zadd(prefix .. 'scheduled', int(due), id)
     later.wake = {prefix .. 'idle', prefix}  -- idle pools plan their next claim from the earliest due time
   else
-    status = 'queued'
     if not later.no_idle then
       pool_id = take_idle_slot(prefix, now)
       later.no_idle = not pool_id  -- no pool goes idle while this script runs
@@ -311,113 +480,106 @@ local function enqueue_job(prefix, now, id, task, payload, prio, retries, timeou
       push_queued(prefix, prio, id)
     end
   end
-  -- Fields that hold their default are left out (memory per waiting job): prio 0,
-  -- attempts 0, no timeout, retries not known yet, due_at equal to enq_at.
-  local fields = {'task', task, 'payload', payload, 'status', status, 'enq_at', int(now)}
-  if tonumber(prio) ~= 0 then
-    fields[#fields + 1] = 'prio'
-    fields[#fields + 1] = prio
-  end
-  if retries ~= '' then
-    fields[#fields + 1] = 'retries'
-    fields[#fields + 1] = retries
-  end
-  if timeout ~= '' then
-    fields[#fields + 1] = 'timeout'
-    fields[#fields + 1] = timeout
-  end
-  if due ~= now then
-    fields[#fields + 1] = 'due_at'
-    fields[#fields + 1] = int(due)
-  end
+  local raw = new_record(status, task, payload, prio, retries, timeout, now_s, due ~= now and int(due) or '')
+  cache_put(jobs, prefix, id, raw)
   if pool_id then  -- the hand-off: active under that pool from the start, at attempt 1
-    local extra
-    extra, retries = active_fields(prefix, pool_id, now, task, retries, '1')
-    for _, v in ipairs(extra) do
-      fields[#fields + 1] = v
+    activate(prefix, id, raw, pool_id, now_s)
+    if retries == '' then
+      retries = redis.call('HGET', prefix .. 'tasks', task) or ''
     end
-  end
-  redis.call('HSET', job_key, unpack(fields))
-  later_count(prefix .. 'stats', 'enqueued')
-  if pool_id then
     redis.call('SADD', pool_key(prefix, pool_id), id)
-    redis.call('RPUSH', inbox_key(prefix, pool_id), record({id, task, payload, '1', retries, timeout, int(now)}))
+    redis.call('RPUSH', inbox_key(prefix, pool_id), record({id, task, payload, '1', retries, timeout, now_s}))
   end
+  later_count(prefix .. 'stats', 'enqueued')
   return 1
 end
 
--- Fencing: the fields asked for when this pool still owns this attempt, else nil.
-local function owned(job_key, pool_id, attempt, ...)
-  local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', ...)
-  if f[1] ~= 'active' or f[2] ~= pool_id or f[3] ~= attempt then
+-- Fencing: the job's record and active entry when this pool still runs this attempt, else nil.
+local function owned(prefix, id, pool_id, attempt)
+  local a = cache_get(actives, prefix, id)
+  local tag = pool_id .. '|' .. attempt .. '|'
+  if not a or a:sub(1, #tag) ~= tag then
     return nil
   end
-  return f
+  local raw = cache_get(jobs, prefix, id)
+  if not raw then
+    return nil
+  end
+  return raw, a
 end
 
 -- active -> succeeded | cancelled (finish.lua, settle.lua). Returns 1, or -1 when fenced out.
-local function finish_job(job_key, pool_set, zset, stats, id, pool_id, attempt, status, result, keep_ms,
-                          channel, now)
-  local f = owned(job_key, pool_id, attempt, 'start_at')
-  if not f then
+local function finish_job(prefix, id, pool_id, attempt, status, result, keep_ms, now)
+  local raw, a = owned(prefix, id, pool_id, attempt)
+  if not raw then
     return -1
   end
-  later_srem(pool_set, id)
-  later_count(stats, status)
-  close_job(job_key, id, status, zset, now, keep_ms, channel,
-    {'result', result, 'duration', int(now - (tonumber(f[4]) or now))})
+  later_srem(pool_key(prefix, pool_id), id)
+  later_count(prefix .. 'stats', status)
+  close_job(prefix, id, raw, a, status, now, keep_ms, result)
   return 1
 end
 
 -- active -> scheduled (retry after delay_ms) | failed (fail.lua, settle.lua).
 -- A negative delay_ms means "do not retry". Returns 2 retried, 3 failed, -1 fenced out.
-local function fail_job(job_key, pool_set, scheduled, failed, stats, idle, id, pool_id, attempt, err, tb,
-                        delay_ms, done_channel, prefix, now)
-  local f = owned(job_key, pool_id, attempt, 'retries', 'start_at')
-  if not f then
+local function fail_job(prefix, id, pool_id, attempt, err, tb, delay_ms, now)
+  local raw, a = owned(prefix, id, pool_id, attempt)
+  if not raw then
     return -1
   end
   local delay = tonumber(delay_ms)
-  local fields = {'error', err, 'tb', tb, 'duration', int(now - (tonumber(f[5]) or now))}
-  later_srem(pool_set, id)
-  if delay >= 0 and tonumber(f[3]) <= (tonumber(f[4]) or 0) then
+  later_srem(pool_key(prefix, pool_id), id)
+  local r = parse(raw)
+  local retries = r and r[R_RETRIES] or ''
+  if retries == '' and r then
+    retries = redis.call('HGET', prefix .. 'tasks', r.task) or '0'
+  end
+  if r and delay >= 0 and tonumber(attempt) <= (tonumber(retries) or 0) then
     local due = now + delay
-    redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due), unpack(fields))
-    redis.call('ZADD', scheduled, int(due), id)
-    later_count(stats, 'retried')
-    later.wake = {idle, prefix}
+    r[R_STATUS], r[R_DUE], r[R_ATTEMPTS], r[R_RETRIES], r.err, r.tb = 's', int(due), attempt, retries, err, tb
+    cache_put(jobs, prefix, id, build(r))
+    cache_del(actives, prefix, id)
+    later_zadd(prefix .. 'scheduled', int(due), id)
+    later_count(prefix .. 'stats', 'retried')
+    later.wake = {prefix .. 'idle', prefix}
     return 2
   end
-  later_count(stats, 'failed')
-  close_job(job_key, id, 'failed', failed, now, -1, done_channel, fields)
+  later_count(prefix .. 'stats', 'failed')
+  close_job(prefix, id, raw, a, 'failed', now, -1, '', err, tb)
   return 3
 end
 
--- active -> queued, uncharged, at the front of its priority band (requeue.lua, settle.lua,
--- reconcile.lua). Returns 1, or -1 when fenced out.
-local function give_back_job(job_key, pool_set, idle, id, pool_id, attempt, prefix)
-  local f = owned(job_key, pool_id, attempt, 'prio')
-  if not f then
+-- active -> queued, uncharged (the record keeps its attempts), at the front of its priority
+-- band (requeue.lua, settle.lua, reconcile.lua). Returns 1, or -1 when fenced out.
+local function give_back_job(prefix, id, pool_id, attempt)
+  local raw = owned(prefix, id, pool_id, attempt)
+  if not raw then
     return -1
   end
-  later_srem(pool_set, id)
-  redis.call('HSET', job_key, 'status', 'queued', 'attempts', int(tonumber(f[3]) - 1))
-  push_queued(prefix, f[4], id, true)
-  later.wake = {idle, prefix}
+  later_srem(pool_key(prefix, pool_id), id)
+  cache_del(actives, prefix, id)
+  local r = parse(raw)
+  push_queued(prefix, r and r[R_PRIO] or '', id, true)
+  later.wake = {prefix .. 'idle', prefix}
   return 1
+end
+
+-- The attempt of an active job (its active entry), or nil.
+local function active_attempt(prefix, id)
+  local a = cache_get(actives, prefix, id)
+  return a and a:match('^[^|]*|([^|]*)|')
 end
 
 -- Give back, uncharged, the jobs waiting in a pool's inbox (handed over, never started),
 -- and empty it (a pool found dead, see take_idle_slot). Returns how many went back.
 give_back_inbox = function(prefix, pool_id)
-  local inbox, pool_set = inbox_key(prefix, pool_id), pool_key(prefix, pool_id)
+  local inbox = inbox_key(prefix, pool_id)
   local n = 0
   for _, rec in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
     if rec ~= '' then
       local id = record_id(rec)
-      local job_key = prefix .. 'job:' .. id
-      local attempt = redis.call('HGET', job_key, 'attempts') or ''
-      if give_back_job(job_key, pool_set, prefix .. 'idle', id, pool_id, attempt, prefix) == 1 then
+      local attempt = active_attempt(prefix, id)
+      if attempt and give_back_job(prefix, id, pool_id, attempt) == 1 then
         n = n + 1
       end
     end

@@ -8,16 +8,17 @@
 -- ARGV[4] '1': register (or unregister) the pool in `idle` by what it got; '0': leave `idle` alone
 -- ARGV[5] ms the pool counts as alive from now ('' = leave its alive time alone): a claim is
 --         evidence of life (see `alive` in _lib.lua)
--- Returns {code, next_due_in_ms, handed, record..., id, task, payload, attempts, retries, timeout, enq_at, ...}:
+-- Returns {code, next_due_in_ms, handed, inbox record..., id, attempt, job record, ...}:
 --   code -1: this pool is not registered (declared dead): register afresh first.
 --   next_due_in_ms: ms until the earliest scheduled job (-1 when none).
 --   handed: how many records follow: jobs handed to this pool (already active under
 --   it) that were still in its inbox; the inbox is emptied (wake-up entries dropped).
---   Then seven fields per job claimed from `queued` (enq_at: enqueue time ms, '' if unknown).
+--   Then three fields per job claimed from `queued`: its id, the attempt it starts, its
+--   record (see _lib.lua; aiotaskq/_record.py reads it).
 -- The handed jobs count towards ARGV[2]. When fewer jobs than that were found, the pool
 -- is registered in `idle` with the slots it has left: enqueue hands it new jobs directly.
--- Status, owner pool and start time are set in the same call that pops the job,
--- so a claimed job never looks unclaimed. Time: Redis TIME (due times).
+-- The job's active entry (owner pool, attempt, start time) is written in the same call that
+-- pops the job, so a claimed job never looks unclaimed. Time: Redis TIME (due times).
 local pool_id, want, prefix, register = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] ~= '0'
 if not redis.call('ZSCORE', KEYS[3], pool_id) then
   return {-1, -1, 0}
@@ -28,14 +29,20 @@ if (ARGV[5] or '') ~= '' then
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now), 'LIMIT', 0, 1000)
+prefetch(jobs, prefix, due)
 for _, id in ipairs(due) do
-  local job_key = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', job_key, 'status', 'prio')
-  if f[1] then
-    push_queued(prefix, f[2], id)
-    redis.call('HSET', job_key, 'status', 'queued')
+  local raw = cache_get(jobs, prefix, id)
+  if raw and raw:sub(1, 1) == 's' then
+    local r = parse(raw)
+    if r then
+      r[R_STATUS] = 'q'
+      cache_put(jobs, prefix, id, build(r))
+      push_queued(prefix, r[R_PRIO], id)
+    end
   end
-  redis.call('ZREM', KEYS[1], id)
+end
+for i = 1, #due, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(due, i, math.min(i + 999, #due)))
 end
 
 local out = {0, -1, 0}
@@ -51,13 +58,15 @@ redis.call('DEL', KEYS[6])
 
 if want > got then
   local ids = {}
-  for _, id in ipairs(pop_queued(prefix, want - got)) do
-    local job_key = prefix .. 'job:' .. id
-    local f = redis.call('HMGET', job_key, 'task', 'payload', 'retries', 'timeout', 'attempts', 'enq_at')
-    if f[1] then
-      for _, v in ipairs(activate(prefix, job_key, id, pool_id, now, f)) do
-        out[#out + 1] = v
-      end
+  local popped = pop_queued(prefix, want - got)
+  prefetch(jobs, prefix, popped)
+  local now_s = int(now)
+  for _, id in ipairs(popped) do
+    local raw = cache_get(jobs, prefix, id)
+    if raw then
+      out[#out + 1] = id
+      out[#out + 1] = activate(prefix, id, raw, pool_id, now_s)
+      out[#out + 1] = raw
       ids[#ids + 1] = id
     end
   end
@@ -66,6 +75,7 @@ if want > got then
   end
   got = got + #ids
 end
+flush()
 if register then
   if got < want then
     redis.call('ZADD', KEYS[5], want - got, pool_id)

@@ -8,6 +8,7 @@
 -- then one or more groups, each the jobs in a row that share one option set:
 --   task name, priority, max retries ('' = the task's default, resolved at claim),
 --   timeout seconds ('' = none), delay ms ('' = none), due time as epoch ms ('' = none),
+--   '1' when the producer generated the ids (no ended job can have one) else '',
 --   the number n of jobs in the group, then n pairs: job id, payload (msgpack [args, kwargs]).
 -- Returns one code per job, in order: 1 written, 0 a job with this id is scheduled, queued
 -- or active (deduplication; of two jobs with one id in a call, the first is written). A job
@@ -16,14 +17,25 @@
 -- Time: Redis TIME, read once, so a delay is measured on the clock that claims use.
 local prefix = ARGV[1]
 local now = now_ms()
-local out = {}
+local ids = {}
 local i = 2
+while i <= #ARGV do  -- every job's record read in one HMGET (the deduplication)
+  local last = i + 7 + 2 * tonumber(ARGV[i + 7])
+  for j = i + 8, last, 2 do
+    ids[#ids + 1] = ARGV[j]
+  end
+  i = last + 1
+end
+prefetch(jobs, prefix, ids)
+local out = {}
+i = 2
 while i <= #ARGV do
-  local task, prio, retries, timeout, delay_ms, at_ms = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-    ARGV[i + 4], ARGV[i + 5]
-  local last = i + 6 + 2 * tonumber(ARGV[i + 6])
-  for j = i + 7, last, 2 do
-    out[#out + 1] = enqueue_job(prefix, now, ARGV[j], task, ARGV[j + 1], prio, retries, timeout, delay_ms, at_ms)
+  local task, prio, retries, timeout, delay_ms, at_ms, fresh = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4], ARGV[i + 5], ARGV[i + 6] == '1'
+  local last = i + 7 + 2 * tonumber(ARGV[i + 7])
+  for j = i + 8, last, 2 do
+    out[#out + 1] = enqueue_job(prefix, now, ARGV[j], task, ARGV[j + 1], prio, retries, timeout, delay_ms, at_ms,
+      fresh)
   end
   i = last + 1
 end

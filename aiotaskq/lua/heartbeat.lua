@@ -19,8 +19,11 @@ if (ARGV[6] or '') ~= '' then
 end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 local out = {1}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if redis.call('HGET', ARGV[5] .. 'job:' .. id, 'cancel') == '1' then
+local ids = redis.call('SMEMBERS', KEYS[3])
+prefetch(actives, ARGV[5], ids)
+for _, id in ipairs(ids) do
+  local a = cache_get(actives, ARGV[5], id)
+  if a and select(4, active_fields(a)) == '1' then
     out[#out + 1] = id
   end
 end

@@ -3,7 +3,7 @@
 --         built from the prefix)
 -- ARGV[1] key prefix aiotaskq:{Q}:, ARGV[2] status name, ARGV[3] batch size
 -- Deletes up to `batch size` jobs listed there (for queued: from the highest band) whose
--- hash still has that status, with their data. Returns {ids taken off, jobs deleted}.
+-- record still has that status, with their data. Returns {ids taken off, jobs deleted}.
 local prefix, status, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ids
 if status == 'queued' then
@@ -14,12 +14,27 @@ else
     redis.call('ZREM', KEYS[1], unpack(ids, i, math.min(i + 999, #ids)))
   end
 end
+local code = CODE[status]
 local deleted = 0
-for _, id in ipairs(ids) do
-  local job_key = prefix .. 'job:' .. id
-  if redis.call('HGET', job_key, 'status') == status then
-    redis.call('DEL', job_key)
-    deleted = deleted + 1
+if status == 'scheduled' or status == 'queued' then
+  prefetch(jobs, prefix, ids)
+  prefetch(actives, prefix, ids)
+  for _, id in ipairs(ids) do
+    local raw = cache_get(jobs, prefix, id)
+    if raw and raw:sub(1, 1) == code and not cache_get(actives, prefix, id) then
+      cache_del(jobs, prefix, id)
+      deleted = deleted + 1
+    end
+  end
+  flush()
+else
+  for _, id in ipairs(ids) do
+    local key = prefix .. 'job:' .. id
+    local raw = redis.call('GET', key)
+    if raw and raw:sub(1, 1) == code then
+      redis.call('DEL', key)
+      deleted = deleted + 1
+    end
   end
 end
 return {#ids, deleted}

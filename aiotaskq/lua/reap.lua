@@ -34,30 +34,40 @@ local requeued, failed = 0, 0
 local reaped = 0
 
 local function requeue_job(pool_id, id, unstarted)
-  local job_key = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', job_key, 'status', 'pool', 'attempts', 'retries', 'prio', 'cancel', 'task')
-  if f[1] ~= 'active' or f[2] ~= pool_id then
+  local a = cache_get(actives, prefix, id)
+  local pool, attempt, cancel, _
+  if a then
+    pool, attempt, _, cancel = active_fields(a)
+  end
+  local raw = cache_get(jobs, prefix, id)
+  if not raw or pool ~= pool_id then
     return
   end
-  local channel = prefix .. 'done:' .. id
-  if unstarted and f[6] ~= '1' then
-    redis.call('HINCRBY', job_key, 'attempts', -1)
-    f[3] = '0'
+  local r = parse(raw)
+  cancel = cancel == '1'
+  if cancel then
+    later_count(KEYS[5], 'cancelled')
+    close_job(prefix, id, raw, a, 'cancelled', now, task_keep(prefix, r and r.task, keep_ms))
+    return
   end
-  if f[6] == '1' then
-    redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
-    close_job(job_key, id, 'cancelled', KEYS[4], now, task_keep(prefix, f[7], keep_ms), channel)
-  elseif tonumber(f[3]) > (tonumber(f[4]) or 0) then
-    redis.call('HSET', job_key, 'error', 'WorkerLost: the pool running this job (' .. pool_id ..
-      ') stopped sending heartbeats; attempt ' .. f[3] .. ' was lost and no retries are left', 'tb', '')
-    redis.call('HINCRBY', KEYS[5], 'failed', 1)
-    close_job(job_key, id, 'failed', KEYS[3], now, -1, channel)
+  local retries = r and r[R_RETRIES] or ''
+  if retries == '' and r then
+    retries = redis.call('HGET', prefix .. 'tasks', r.task) or '0'
+  end
+  if not unstarted and (tonumber(attempt) or 0) > (tonumber(retries) or 0) then
+    later_count(KEYS[5], 'failed')
+    close_job(prefix, id, raw, a, 'failed', now, -1, '', 'WorkerLost: the pool running this job (' .. pool_id ..
+      ') stopped sending heartbeats; attempt ' .. attempt .. ' was lost and no retries are left', '')
     failed = failed + 1
-  else
-    redis.call('HSET', job_key, 'status', 'queued')
-    push_queued(prefix, f[5], id)
-    requeued = requeued + 1
+    return
   end
+  cache_del(actives, prefix, id)
+  if not unstarted and r then  -- the lost attempt counts
+    r[R_ATTEMPTS] = attempt
+    cache_put(jobs, prefix, id, build(r))
+  end
+  push_queued(prefix, r and r[R_PRIO] or '', id)
+  requeued = requeued + 1
 end
 
 for _, pool_id in ipairs(dead) do
@@ -75,7 +85,10 @@ for _, pool_id in ipairs(dead) do
       end
     end
     local set_key = pool_key(prefix, pool_id)
-    for _, id in ipairs(redis.call('SMEMBERS', set_key)) do
+    local ids = redis.call('SMEMBERS', set_key)
+    prefetch(jobs, prefix, ids)
+    prefetch(actives, prefix, ids)
+    for _, id in ipairs(ids) do
       requeue_job(pool_id, id, unstarted[id])
     end
     redis.call('DEL', set_key, inbox_key(prefix, pool_id))

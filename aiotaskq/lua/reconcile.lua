@@ -25,9 +25,8 @@ end
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if not known[id] then
-    local job_key = prefix .. 'job:' .. id
-    local attempt = redis.call('HGET', job_key, 'attempts') or ''
-    if give_back_job(job_key, KEYS[1], KEYS[4], id, pool_id, attempt, prefix) == 1 then
+    local attempt = active_attempt(prefix, id)
+    if attempt and give_back_job(prefix, id, pool_id, attempt) == 1 then
       n = n + 1
     end
   end

@@ -11,18 +11,26 @@ end
 if #ids == 0 then
   ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 end
+prefetch(jobs, prefix, ids)
 local n = 0
 for _, id in ipairs(ids) do
-  local job_key = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', job_key, 'status', 'prio')
-  if f[1] == 'failed' then
-    redis.call('HSET', job_key, 'status', 'queued', 'attempts', 0)
-    redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'duration', 'progress', 'progress_note')
-    push_queued(prefix, f[2], id)
+  local key = prefix .. 'job:' .. id
+  local ended = redis.call('GET', key)
+  local st, _, _, _, _, _, _, rec
+  if ended then
+    st, _, _, _, _, _, _, rec = ended_parts(ended)
+  end
+  local r = st == 'F' and not cache_get(jobs, prefix, id) and parse(rec)
+  if r then
+    redis.call('DEL', key)
+    r[R_STATUS], r[R_ATTEMPTS], r.err, r.tb = 'q', '', '', ''
+    cache_put(jobs, prefix, id, build(r))
+    push_queued(prefix, r[R_PRIO], id)
     n = n + 1
   end
   redis.call('ZREM', KEYS[1], id)
 end
+flush()
 if n > 0 then
   wake(KEYS[3], prefix)
 end

@@ -1,15 +1,32 @@
 -- reschedule: scheduled | queued | failed | cancelled -> scheduled
--- KEYS[1] job hash, KEYS[2] scheduled zset, KEYS[3] queued zset (bands)
+-- KEYS[1] job:<id> (the ended record), KEYS[2] scheduled zset, KEYS[3] queued zset (bands)
 -- KEYS[4] failed zset, KEYS[5] cancelled zset, KEYS[6] idle zset
 -- ARGV[1] id, ARGV[2] delay ms ('' = none), ARGV[3] due time epoch ms ('' = none)
--- ARGV[4] key prefix aiotaskq:{Q}: (the job's band list; wakes idle pools)
+-- ARGV[4] key prefix aiotaskq:{Q}: (the jobs hash, the job's band list; wakes idle pools)
 -- Returns 1 when rescheduled, 0 when the job is missing, active or succeeded.
 -- A failed or cancelled job starts over: attempts and the last error are reset.
 -- Time: Redis TIME for a delay.
-local job_key, id = KEYS[1], ARGV[1]
-local f = redis.call('HMGET', job_key, 'status', 'prio')
-local status = f[1]
-if status ~= 'scheduled' and status ~= 'queued' and status ~= 'failed' and status ~= 'cancelled' then
+local id, prefix = ARGV[1], ARGV[4]
+local raw = cache_get(jobs, prefix, id)
+local status
+if raw then
+  if cache_get(actives, prefix, id) then
+    return 0
+  end
+  status = STATUS[raw:sub(1, 1)]
+else
+  local ended = redis.call('GET', KEYS[1])
+  if not ended then
+    return 0
+  end
+  local st, _, _, _, _, _, _, rec = ended_parts(ended)
+  status, raw = STATUS[st or ''], rec
+  if status ~= 'failed' and status ~= 'cancelled' then
+    return 0
+  end
+end
+local r = parse(raw)
+if not r then
   return 0
 end
 local now = now_ms()
@@ -20,18 +37,19 @@ elseif ARGV[2] ~= '' then
   due = now + tonumber(ARGV[2])
 end
 if status == 'queued' then
-  remove_queued(ARGV[4], f[2], id)
+  remove_queued(prefix, r[R_PRIO], id)
 else
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZREM', KEYS[5], id)
 end
-if status == 'failed' or status == 'cancelled' then
-  redis.call('HSET', job_key, 'attempts', 0)
-  redis.call('HDEL', job_key, 'end_at', 'error', 'tb', 'result', 'cancel', 'duration', 'progress', 'progress_note')
-  redis.call('PERSIST', job_key)
+if status == 'failed' or status == 'cancelled' then  -- it starts over
+  redis.call('DEL', KEYS[1])
+  r[R_ATTEMPTS], r.err, r.tb = '', '', ''
 end
-redis.call('HSET', job_key, 'status', 'scheduled', 'due_at', int(due))
+r[R_STATUS], r[R_DUE] = 's', int(due)
+cache_put(jobs, prefix, id, build(r))
 redis.call('ZADD', KEYS[2], int(due), id)
-wake(KEYS[6], ARGV[4])
+flush()
+wake(KEYS[6], prefix)
 return 1

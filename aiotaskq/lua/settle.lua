@@ -11,25 +11,29 @@
 -- ARGV[2 + i] the data of outcome i: the result (msgpack bytes) for succeeded, the error text
 --   for fail, else '' (apart: Redis's cmsgpack cannot read msgpack's bin type)
 -- (Packed: sending 7 arguments per outcome cost the pool more than the rest of settling.)
--- Job, pool-set and channel names are built from the prefix; they share the queue's hash tag.
+-- The jobs hash, job, pool-set and channel names are built from the prefix; they share the
+-- queue's hash tag.
 -- Returns one code per outcome, as the single-transition scripts return them.
 -- Time: Redis TIME, read once for the batch.
 local prefix = ARGV[1]
 local now = now_ms()
-local ended = {succeeded = KEYS[3], cancelled = KEYS[5]}
+local outcomes = cmsgpack.unpack(ARGV[2])
+local ids = {}
+for i, o in ipairs(outcomes) do
+  ids[i] = o[2]
+end
+prefetch(actives, prefix, ids)
+prefetch(jobs, prefix, ids)
 local out = {}
-for i, o in ipairs(cmsgpack.unpack(ARGV[2])) do
-  local kind, id, pool_id, attempt, data = o[1], o[2], o[3], tostring(o[4]), ARGV[2 + i]
-  local job_key, pool_set = prefix .. 'job:' .. id, pool_key(prefix, pool_id)
+for i, o in ipairs(outcomes) do
+  local kind, id, pool_id, attempt, data = o[1], o[2], o[3], n2s(o[4]), ARGV[2 + i]
   local code
   if kind == 'fail' then
-    code = fail_job(job_key, pool_set, KEYS[1], KEYS[4], KEYS[6], KEYS[7], id, pool_id, attempt, data, o[5],
-      o[6], prefix .. 'done:' .. id, prefix, now)
+    code = fail_job(prefix, id, pool_id, attempt, data, o[5], o[6], now)
   elseif kind == 'requeue' then
-    code = give_back_job(job_key, pool_set, KEYS[7], id, pool_id, attempt, prefix)
+    code = give_back_job(prefix, id, pool_id, attempt)
   else
-    code = finish_job(job_key, pool_set, ended[kind], KEYS[6], id, pool_id, attempt, kind, data, o[6],
-      prefix .. 'done:' .. id, now)
+    code = finish_job(prefix, id, pool_id, attempt, kind, data, o[6], now)
   end
   out[#out + 1] = code
 end

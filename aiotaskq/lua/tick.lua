@@ -35,7 +35,7 @@ if fire == '' then
   return 2
 end
 redis.call('HSET', KEYS[3], key, fire)
-local code = enqueue_job(ARGV[10], now, ARGV[6], ARGV[7], ARGV[8], ARGV[9], '', '', '', fire)
+local code = enqueue_job(ARGV[10], now, ARGV[6], ARGV[7], ARGV[8], ARGV[9], '', '', '', fire, false)
 flush()
 if code == 1 then
   return 1

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
-from aiotaskq import Queue
+from aiotaskq import Queue, testing
 
 from . import app
 
@@ -235,14 +235,10 @@ async def wait_drained(q: Queue, jobs: int, timeout: float) -> float:
 
 
 async def job_fields(r: Redis, q: Queue, ids: list[str], *fields: str) -> list[list[bytes | None]]:
-    """HMGET ``fields`` of every job, pipelined in chunks."""
-    out: list[list[bytes | None]] = []
-    for start in range(0, len(ids), 2000):
-        pipe = r.pipeline(transaction=False)
-        for job_id in ids[start : start + 2000]:
-            pipe.hmget(q.keys.job(job_id), list(fields))
-        out.extend(await pipe.execute())
-    return out
+    """``fields`` of every job (aiotaskq.testing.job_fields), in the order asked; all None
+    for a job that does not exist."""
+    rows = await testing.job_fields(q, ids)
+    return [[None if row is None else row.get(name) for name in fields] for row in rows]
 
 
 async def runs(q: Queue) -> dict[int, list[tuple[int, int]]]:
