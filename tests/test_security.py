@@ -90,7 +90,9 @@ def acl_rules(password: str, line: str | None = None) -> list[str]:
 def script_commands() -> set[str]:
     calls = set()
     for path in (PACKAGE / "lua").glob("*.lua"):
-        calls |= {c.lower() for c in re.findall(r"redis\.call\(\s*'([A-Za-z]+)'", path.read_text())}
+        for cmd, sub in re.findall(r"redis\.call\(\s*'([A-Za-z]+)'(?:\s*,\s*'([A-Za-z]+)')?", path.read_text()):
+            # a container command (PUBSUB NUMSUB) is allowed by its subcommand alone
+            calls.add(f"{cmd}|{sub}".lower() if cmd.upper() == "PUBSUB" else cmd.lower())
     return calls
 
 
