@@ -3,7 +3,7 @@
 from ._connection import NoConnectionAvailable
 from ._limits import KEEP_FOREVER
 from .context import JobContext, current_job
-from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry
+from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry, StorageLayoutError
 from .hooks import JobOutcome
 from .job import Job, JobInfo, JobStatus
 from .pool import Pool
@@ -32,6 +32,7 @@ __all__ = [
     "Queue",
     "Retry",
     "ScheduleInfo",
+    "StorageLayoutError",
     "Task",
     "current_job",
 ]

@@ -20,6 +20,7 @@ from ._executor import Claimed, Executor
 from ._finisher import Finisher
 from ._presence import Presence
 from ._record import claimed_fields
+from .errors import StorageLayoutError
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -78,6 +79,16 @@ class QueueRunner:
             await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl,
                                       alive_ms=self.presence.alive_ms)  # fmt: skip
 
+        async def check() -> None:
+            old = await q.scripts.layout_check()
+            if old:
+                raise StorageLayoutError(
+                    f"queue {q.name!r} holds jobs stored by an earlier aiotaskq (job {old!r} is a hash of "
+                    "its own; this version keeps waiting jobs in the queue's jobs hash): drain the queue "
+                    "with the workers of that version, then start these (docs/architecture.md)"
+                )
+
+        await retrying(check, f"checking the storage layout of queue {q.name!r}")
         await retrying(once, f"registering pool on queue {q.name!r}")
         log.info("pool %s serving queue %r (%s)", pool_id, q.name, q.url)
 

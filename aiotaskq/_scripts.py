@@ -158,6 +158,12 @@ class Scripts:
         taken, deleted = await self._call("purge", [zset], [self.keys.prefix, status, batch])
         return int(taken), int(deleted)
 
+    async def layout_check(self) -> str:
+        """The id of a job stored in the layout before the jobs hash, or '' (layout_check.lua)."""
+        k = self.keys
+        out = await self._call("layout_check", [k.queued], [k.prefix])
+        return out.decode() if isinstance(out, bytes) else str(out)
+
     async def counts(self) -> list[int]:
         k = self.keys
         out = await self._call(

@@ -74,3 +74,8 @@ class CorruptResult(AiotaskqError, ValueError):
         super().__init__(f"job {job_id}: the stored result cannot be decoded: {reason}")
         self.job_id = job_id
         self.reason = reason
+
+
+class StorageLayoutError(AiotaskqError):
+    """The queue holds jobs stored by an earlier aiotaskq, in a layout this version does not
+    read: a pool refuses to serve it rather than skip those jobs."""

@@ -19,6 +19,7 @@ from ._executor import Claimed
 from ._monitor import watch_event_loop
 from ._runner import QueueRunner
 from ._scheduler import Scheduler
+from .errors import StorageLayoutError
 from .hooks import AfterJob, BeforeJob
 from .queue import Queue
 
@@ -162,10 +163,15 @@ class Pool:
                 with anyio.CancelScope() as self._starting:
                     if self._stop_requested:
                         self._starting.cancel()
-                    for r in self.runners:
-                        await r.register()
-                        await r.subscribe()
-                    await self._startup()
+                    try:
+                        for r in self.runners:
+                            await r.register()
+                            await r.subscribe()
+                    except StorageLayoutError as exc:  # run() raises it once the pool has left
+                        self._startup_error = exc
+                        self.stop()
+                    else:
+                        await self._startup()
                 self._starting = None
                 background.start_soon(self._liveness_loop)
                 for r in self.runners:

@@ -27,6 +27,7 @@ EXPECTED = {
     "Queue",
     "Retry",
     "ScheduleInfo",
+    "StorageLayoutError",
     "Task",
     "current_job",
 }
