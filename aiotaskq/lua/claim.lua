@@ -32,13 +32,9 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now), 'LIMIT', 0, 1
 prefetch(jobs, prefix, due)
 for _, id in ipairs(due) do
   local raw = cache_get(jobs, prefix, id)
-  if raw and raw:sub(1, 1) == 's' then
-    local r = parse(raw)
-    if r then
-      r[R_STATUS] = 'q'
-      cache_put(jobs, prefix, id, build(r))
-      push_queued(prefix, r[R_PRIO], id)
-    end
+  if raw and raw:sub(1, 1) == 's' then  -- the status is the record's first byte
+    cache_put(jobs, prefix, id, 'q' .. raw:sub(2))
+    push_queued(prefix, raw:match('^[^|]*|([^|]*)|') or '', id)
   end
 end
 for i = 1, #due, 1000 do
