@@ -20,7 +20,7 @@ for _, status in ipairs({'succeeded', 'failed', 'cancelled'}) do
   add(redis.call('ZRANGE', prefix .. status, 0, 9))
 end
 for _, p in ipairs(redis.call('ZRANGE', prefix .. 'pools', 0, -1)) do
-  add(redis.call('SRANDMEMBER', pool_key(prefix, p), 10))
+  add(redis.call('SMEMBERS', pool_key(prefix, p)))  -- at most its concurrency
 end
 for _, id in ipairs(ids) do
   if redis.call('TYPE', prefix .. 'job:' .. id)['ok'] == 'hash' then
