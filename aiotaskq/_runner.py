@@ -73,13 +73,6 @@ class QueueRunner:
         pool_id = pool_id or self.pool_id
 
         async def once() -> None:
-            if q.tasks:
-                await q.redis.hset(q.keys.tasks, mapping={n: t.retries for n, t in q.tasks.items()})
-                await q.redis.hset(q.keys.keep, mapping={n: q._keep_ms(t) for n, t in q.tasks.items()})
-            await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl,
-                                      alive_ms=self.presence.alive_ms)  # fmt: skip
-
-        async def check() -> None:
             old = await q.scripts.layout_check()
             if old:
                 raise StorageLayoutError(
@@ -87,8 +80,12 @@ class QueueRunner:
                     "its own; this version keeps waiting jobs in the queue's jobs hash): drain the queue "
                     "with the workers of that version, then start these (docs/architecture.md)"
                 )
+            if q.tasks:
+                await q.redis.hset(q.keys.tasks, mapping={n: t.retries for n, t in q.tasks.items()})
+                await q.redis.hset(q.keys.keep, mapping={n: q._keep_ms(t) for n, t in q.tasks.items()})
+            await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl,
+                                      alive_ms=self.presence.alive_ms)  # fmt: skip
 
-        await retrying(check, f"checking the storage layout of queue {q.name!r}")
         await retrying(once, f"registering pool on queue {q.name!r}")
         log.info("pool %s serving queue %r (%s)", pool_id, q.name, q.url)
 
