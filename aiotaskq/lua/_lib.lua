@@ -160,6 +160,20 @@ local function parse(raw)
   return r
 end
 
+-- The priority of a record, read without parsing it ('' = 0).
+local function record_prio(raw)
+  return raw:match('^[^|]*|([^|]*)|') or ''
+end
+
+-- The most retries of a parsed record: its own, else the default pools registered for its task.
+local function max_retries(prefix, r)
+  local retries = r[R_RETRIES]
+  if retries == '' then
+    retries = redis.call('HGET', prefix .. 'tasks', r.task) or '0'
+  end
+  return retries
+end
+
 local function build(r)
   local s = table.concat(r, '|', 1, 7) .. '|' .. n2s(#r.task) .. '|' .. n2s(#r.payload) .. '|' .. r.task .. r.payload
   if r.err ~= '' or r.tb ~= '' then
@@ -552,10 +566,7 @@ local function fail_job(prefix, id, pool_id, attempt, err, tb, delay_ms, now)
   local delay = tonumber(delay_ms)
   later_srem(pool_key(prefix, pool_id), id)
   local r = parse(raw)
-  local retries = r and r[R_RETRIES] or ''
-  if retries == '' and r then
-    retries = redis.call('HGET', prefix .. 'tasks', r.task) or '0'
-  end
+  local retries = r and max_retries(prefix, r) or '0'
   if r and delay >= 0 and tonumber(attempt) <= (tonumber(retries) or 0) then
     local due = now + delay
     r[R_STATUS], r[R_DUE], r[R_ATTEMPTS], r[R_RETRIES], r.err, r.tb = 's', int(due), attempt, retries, err, tb
@@ -580,8 +591,7 @@ local function give_back_job(prefix, id, pool_id, attempt)
   end
   later_srem(pool_key(prefix, pool_id), id)
   cache_del(actives, prefix, id)
-  local r = parse(raw)
-  push_queued(prefix, r and r[R_PRIO] or '', id, true)
+  push_queued(prefix, record_prio(raw), id, true)
   later.wake = {prefix .. 'idle', prefix}
   return 1
 end

@@ -34,7 +34,7 @@ for _, id in ipairs(due) do
   local raw = cache_get(jobs, prefix, id)
   if raw and raw:sub(1, 1) == 's' then  -- the status is the record's first byte
     cache_put(jobs, prefix, id, 'q' .. raw:sub(2))
-    push_queued(prefix, raw:match('^[^|]*|([^|]*)|') or '', id)
+    push_queued(prefix, record_prio(raw), id)
   end
 end
 for i = 1, #due, 1000 do

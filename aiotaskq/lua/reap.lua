@@ -50,10 +50,7 @@ local function requeue_job(pool_id, id, unstarted)
     close_job(prefix, id, raw, a, 'cancelled', now, task_keep(prefix, r and r.task, keep_ms))
     return
   end
-  local retries = r and r[R_RETRIES] or ''
-  if retries == '' and r then
-    retries = redis.call('HGET', prefix .. 'tasks', r.task) or '0'
-  end
+  local retries = r and max_retries(prefix, r) or '0'
   if not unstarted and (tonumber(attempt) or 0) > (tonumber(retries) or 0) then
     later_count(KEYS[5], 'failed')
     close_job(prefix, id, raw, a, 'failed', now, -1, '', 'WorkerLost: the pool running this job (' .. pool_id ..
@@ -66,7 +63,7 @@ local function requeue_job(pool_id, id, unstarted)
     r[R_ATTEMPTS] = attempt
     cache_put(jobs, prefix, id, build(r))
   end
-  push_queued(prefix, r and r[R_PRIO] or '', id)
+  push_queued(prefix, record_prio(raw), id)
   requeued = requeued + 1
 end
 
