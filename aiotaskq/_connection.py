@@ -107,13 +107,25 @@ class WaitingPool(ConnectionPool):
 
 
 class _Refused(Exception):
-    """Carries an AuthenticationError past Retry (see LoginNotRetried)."""
+    """Carries an AuthenticationError past Retry (see QueueRetry)."""
 
 
-class LoginNotRetried(Retry):
-    """redis-py's Retry, except that a refused login fails at once: it is a ConnectionError
-    to redis-py, and redis-py 5, with health checks on, answers a NOAUTH during the
-    connection's set-up with a PING that it retries from inside the set-up again, without end."""
+def _closed_transport(exc: RuntimeError) -> bool:
+    """uvloop's error for a write on a connection that the peer closed (asyncio's own loop
+    drops such a write and reports the loss on the next read, a ConnectionError)."""
+    return "the handler is closed" in str(exc)
+
+
+class QueueRetry(Retry):
+    """redis-py's Retry, with two differences:
+
+    - a refused login fails at once: it is a ConnectionError to redis-py, and redis-py 5,
+      with health checks on, answers a NOAUTH during the connection's set-up with a PING that
+      it retries from inside the set-up again, without end;
+    - on uvloop, a write to a connection the peer reset raises ``RuntimeError: ... the handler
+      is closed`` (uvloop issue #506), which redis-py lets through: here it is the
+      ConnectionError it is, so redis-py drops the connection and retries on a new one, and
+      the pool's loops see a connection error (the pool stopped on it before)."""
 
     async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Any, *args: Any, **kwargs: Any) -> T:
         async def once() -> T:
@@ -121,6 +133,10 @@ class LoginNotRetried(Retry):
                 return await do()
             except AuthenticationError as exc:
                 raise _Refused(exc) from None
+            except RuntimeError as exc:
+                if _closed_transport(exc):
+                    raise RedisConnectionError(f"connection closed by the server ({exc})") from exc
+                raise
 
         try:
             return await super().call_with_retry(once, fail, *args, **kwargs)
@@ -135,7 +151,7 @@ def client_from_url(url: str) -> Redis:
     # is found and given back by the pool.
     pool = WaitingPool.from_url(
         url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, decode_responses=False,
-        health_check_interval=30, retry=LoginNotRetried(_RETRY_BACKOFF, 3), socket_timeout=SOCKET_TIMEOUT,
+        health_check_interval=30, retry=QueueRetry(_RETRY_BACKOFF, 3), socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
     )  # fmt: skip
     return Redis.from_pool(pool)

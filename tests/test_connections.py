@@ -177,3 +177,35 @@ async def test_a_call_that_gives_up_after_its_turn_came_passes_it_on(redis_url: 
             conn = await second
         assert first.cancelled()
         await pool.release(conn)
+
+
+def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(redis_url: str) -> None:
+    """uvloop raises RuntimeError ('... the handler is closed') for a write on a connection the
+    peer reset, where asyncio's loop gives a ConnectionError; redis-py let it through, and a
+    worker on uvloop stopped on it. The queue's client takes it for the connection error it is
+    and retries on a fresh connection."""
+    uvloop = pytest.importorskip("uvloop")
+    from benchmarks.faults.proxy import Proxy
+
+    async def main() -> None:
+        proxy = Proxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        await proxy.start()
+        q = Queue(f"conn-uvloop-{time.monotonic_ns()}", url=proxy.url)
+        try:
+            assert await q.redis.ping()
+            sub = q.redis.pubsub()
+            await sub.subscribe("conn-uvloop")
+            await proxy.cut("reset")
+            await proxy.restore()
+            await asyncio.sleep(0.05)  # uvloop sees the reset and closes the transports
+            assert await q.redis.ping()  # a RuntimeError before
+            assert await q.enqueue("t", job_id="after-reset") is not None
+            await sub.subscribe("conn-uvloop-2")  # the pub/sub connection too
+            assert await q.redis.pubsub_numsub("conn-uvloop-2") == [(b"conn-uvloop-2", 1)]
+            await sub.aclose()
+        finally:
+            await q.close()
+            await proxy.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
