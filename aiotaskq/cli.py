@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         ("--shutdown-timeout", "shutdown_timeout", "on SIGTERM, wait this long for running jobs"),
     ):
         worker.add_argument(flag, type=float, default=d[name], metavar="S", help=f"{what} (%(default)ss)")
+    worker.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                        help="event loop: uvloop when installed (auto, the default), or the one named")  # fmt: skip
     worker.add_argument("--no-crash-detection", dest="crash_detection", action="store_false",
                         help="judge pools by heartbeat age alone (behind a proxy that resets connections)")  # fmt: skip
     worker.add_argument(
@@ -224,13 +227,15 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    uvloop = _uvloop(args.loop)
     _configure_logging(args.log_level, _secrets(queues, args.url))
     log.info(
-        "aiotaskq worker (pid %d): queues %s; concurrency %d",
+        "aiotaskq worker (pid %d): queues %s; concurrency %d; event loop %s",
         os.getpid(), ", ".join(f"{q.name!r} at {q.url}" for q in queues), pool.concurrency,
+        f"uvloop {uvloop.__version__}" if uvloop else "asyncio",
     )  # fmt: skip
     try:
-        anyio.run(_serve, pool)
+        anyio.run(_serve, pool, backend_options={"use_uvloop": uvloop is not None})
     except KeyboardInterrupt:  # a signal before the pool installed its handlers
         log.warning("interrupted before the pool was running")
         return 130
@@ -239,6 +244,20 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
         return 1
     _wait_for_task_threads()
     return 0
+
+
+def _uvloop(choice: str) -> ModuleType | None:
+    """The uvloop module when ``--loop`` asks for it, or by default (auto) when it is installed;
+    None for asyncio's own loop. UsageError when uvloop is asked for and cannot be imported."""
+    if choice == "asyncio":
+        return None
+    try:
+        return importlib.import_module("uvloop")
+    except ImportError as exc:
+        if choice == "uvloop":
+            hint = "pip install 'aiotaskq[uvloop]'"
+            raise UsageError(f"--loop uvloop: uvloop cannot be imported ({exc}); {hint}") from None
+        return None
 
 
 def _wait_for_task_threads() -> None:

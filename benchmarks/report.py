@@ -19,7 +19,7 @@ from typing import Any
 from aiotaskq.testing import find_server, server_version
 
 from .adapter import REFERENCES, system_class
-from .targets import METRICS, RATIOS, SHARES, Metric, Share, advantage
+from .targets import GAPS, METRICS, RATIOS, SHARES, Gap, Metric, Share, advantage
 
 OURS = "aiotaskq"  # the system the targets are for
 
@@ -87,7 +87,7 @@ def best_peer(vals: dict[tuple[str, str, str], list[float]], systems: list[str],
     return max(peers, key=lambda sv: sv[1]) if m.higher else min(peers, key=lambda sv: sv[1])
 
 
-def table(runs: list[Run], systems: list[str], cases: list[str]) -> str:
+def table(runs: list[Run], systems: list[str], cases: list[str], loop: str = "asyncio") -> str:
     """Markdown: one row per metric, one column per system (median, range over repetitions), then
     aiotaskq against the best peer of the same run, the target and whether it is met."""
     vals = values(runs)
@@ -104,7 +104,7 @@ def table(runs: list[Run], systems: list[str], cases: list[str]) -> str:
             versus = f"{advantage(m, ours, best[1]):.2f}x {'better' if advantage(m, ours, best[1]) >= 1 else 'worse'}"
             versus += f" ({best[0]})"
         if ours is not None:
-            met = m.met(ours, best[1] if best else None)
+            met = m.met(ours, best[1] if best else None, loop)
         lines.append("| " + " | ".join([m.label, *cells, versus, m.target, met]) + " |")
     for ratio in RATIOS:
         if ratio.top[0] not in cases or ratio.bottom[0] not in cases:
@@ -120,7 +120,21 @@ def table(runs: list[Run], systems: list[str], cases: list[str]) -> str:
         lines.append("| " + " | ".join([ratio.label, *cells, "", ratio.target, met]) + " |")
     lines += [_share_row(vals, systems, share) for share in SHARES
               if share.case in cases and share.reference in systems]  # fmt: skip
+    lines += [_gap_row(vals, systems, gap) for gap in GAPS if gap.case in cases and gap.reference in systems]
     return "\n".join(lines)
+
+
+def _gap_row(vals: dict[tuple[str, str, str], list[float]], systems: list[str], gap: Gap) -> str:
+    reference = median_of(vals, gap.reference, gap.case, gap.key)
+    cells, ours = [], None
+    for s in systems:
+        value = median_of(vals, s, gap.case, gap.key)
+        diff = value - reference if value is not None and reference is not None else None
+        cells.append(f"{diff:+.1f}" if diff is not None else "—")
+        if s == OURS:
+            ours = diff
+    met = ("yes" if ours <= gap.limit else "**no**") if ours is not None and gap.target else ""
+    return "| " + " | ".join([gap.label, *cells, "", gap.target, met]) + " |"
 
 
 def _share_row(vals: dict[tuple[str, str, str], list[float]], systems: list[str], share: Share) -> str:
@@ -232,7 +246,8 @@ def results_block(runs: list[Run], systems: list[str], cases: list[str], page: P
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     times = "once" if page.reps == 1 else f"{page.reps} times, medians with the range over repetitions in brackets"
     lines = [begin, "", f"Measured {when} with `{page.command}` (each case {times}; {page.minutes:.0f} minutes "
-             f"in all), systems alternating within each repetition.", "", table(runs, systems, cases), ""]  # fmt: skip
+             f"in all), systems alternating within each repetition.", "",
+             table(runs, systems, cases, page.loop), ""]  # fmt: skip
     lines += ["Sizes and settings of this run:", ""]
     lines += [f"- **{c}**: " + ", ".join(f"{k}={v}" for k, v in page.params[c].items()) for c in cases]
     loaders = sorted({r.details["loader"] for r in runs if "loader" in r.details})

@@ -244,6 +244,58 @@ async def test_worker_without_crash_detection_records_no_presence(queue: Queue, 
         kill(bare)
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [((), "uvloop"), (("--loop", "uvloop"), "uvloop"), (("--loop", "asyncio"), "asyncio.unix_events")],
+)
+async def test_worker_runs_on_uvloop_when_installed_or_on_the_loop_named(
+    queue: Queue, redis_url: str, tmp_path: Path, flags: tuple[str, ...], expected: str
+) -> None:
+    """The dev dependencies install uvloop: the default (--loop auto) takes it, as --loop uvloop does."""
+    pytest.importorskip("uvloop")
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(log_path, cli_env(queue.name, redis_url), *flags)
+    try:
+        job = await queue.enqueue("fault.loop")
+        assert job is not None
+        assert await job.result(timeout=30) == expected
+        assert await stop_worker(proc) == 0
+    finally:
+        kill(proc)
+    named = "uvloop " if expected == "uvloop" else "asyncio\n"
+    assert re.search(f"; event loop {named}", log_path.read_text()), log_path.read_text()
+
+
+def without_uvloop(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with a ``uvloop`` package first on the path that fails to import, as if not installed."""
+    (tmp_path / "uvloop").mkdir()
+    (tmp_path / "uvloop" / "__init__.py").write_text("raise ImportError('No module named uvloop')\n")
+    env["PYTHONPATH"] = os.pathsep.join((str(tmp_path), env["PYTHONPATH"]))
+    return env
+
+
+async def test_worker_without_uvloop_runs_on_asyncio_by_default(queue: Queue, redis_url: str, tmp_path: Path) -> None:
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(log_path, without_uvloop(tmp_path, cli_env(queue.name, redis_url)))
+    try:
+        job = await queue.enqueue("fault.loop")
+        assert job is not None
+        assert await job.result(timeout=30) == "asyncio.unix_events"
+        assert await stop_worker(proc) == 0
+    finally:
+        kill(proc)
+
+
+async def test_worker_asked_for_a_missing_uvloop_is_a_usage_error(redis_url: str, tmp_path: Path) -> None:
+    env = without_uvloop(tmp_path, cli_env("faultapp", redis_url))
+    done = await run_cli("worker", APP, "--loop", "uvloop", env=env)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == (
+        "aiotaskq: error: --loop uvloop: uvloop cannot be imported (No module named uvloop); "
+        "pip install 'aiotaskq[uvloop]'"
+    )
+
+
 async def test_password_never_shown(tmp_path: Path) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     wrong = f"wrong-{uuid.uuid4().hex}"

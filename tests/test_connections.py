@@ -202,7 +202,7 @@ def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(
             assert await q.enqueue("t", job_id="after-reset") is not None
             await sub.subscribe("conn-uvloop-2")  # the pub/sub connection too
             assert await q.redis.pubsub_numsub("conn-uvloop-2") == [(b"conn-uvloop-2", 1)]
-            await sub.aclose()
+            await sub.aclose()  # type: ignore[no-untyped-call]
         finally:
             await q.close()
             await proxy.close()

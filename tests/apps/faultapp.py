@@ -8,6 +8,7 @@ attempt started, and the first run can behave differently from a rerun.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -33,6 +34,12 @@ async def _count(marker: str) -> int:
 @queue.task(name="fault.add")
 async def add(x: int, y: int) -> int:
     return x + y
+
+
+@queue.task(name="fault.loop")
+async def loop() -> str:
+    """The module of the event loop the worker runs on ('uvloop' or 'asyncio.unix_events')."""
+    return type(asyncio.get_running_loop()).__module__
 
 
 @queue.task(name="fault.stall_first")
