@@ -105,7 +105,7 @@ def test_table_compares_ours_with_the_best_peer_and_checks_the_targets() -> None
     assert drain[1:4] == ["11,000 (10,000 to 12,000)", "1,000", "2,000"]
     assert drain[4:] == ["5.50x better (taskiq)", "≥ 5x best peer", "yes"]
     cpu = rows["W1 worker CPU per job (µs)"]
-    assert cpu[1] == "75 (60 to 90)" and cpu[4:] == ["5.33x better (taskiq)", "< 80", "yes"]
+    assert cpu[1] == "75 (60 to 90)" and cpu[4:] == ["5.33x better (taskiq)", "≤ 7", "**no**"]
     p50 = rows["W2 enqueue→start p50 (ms)"]
     assert p50[1:4] == ["2.00", "—", "1.00"] and p50[4:] == ["0.50x worse (taskiq)", "≤ best peer", "**no**"]
 
@@ -121,6 +121,20 @@ def test_the_floor_reference_is_shown_but_never_the_best_peer() -> None:
     drain = rows["W1 drain, 1 worker process (jobs/s)"]
     assert drain[1:4] == ["12,000", "2,000", "200,000"]
     assert drain[4:] == ["6.00x better (taskiq)", "≥ 5x best peer", "yes"]
+    assert rows["W1 drain: jobs/s, % of the floor's"][1:] == ["6%", "1%", "100%", "", "≥ 50%", "**no**"]
+
+
+def test_w3_is_judged_against_the_floor_and_w2_p99_by_the_loop() -> None:
+    runs = [
+        Run("aiotaskq", "io", 0, 1.0, {"io_over_ideal_pct": 9.0}),
+        Run("floor", "io", 0, 1.0, {"io_over_ideal_pct": 7.0}),
+        Run("aiotaskq", "latency", 0, 1.0, {"latency_p99_ms": 1.5}),
+    ]
+    for loop, met in (("asyncio", "yes"), ("uvloop", "**no**")):  # < 2 on asyncio, ≤ 1.0 on uvloop
+        body = table(runs, ["aiotaskq", "floor"], ["io", "latency"], loop).splitlines()[2:]
+        rows = {cells[0]: cells for cells in ([c.strip() for c in row.strip("|").split("|")] for row in body)}
+        assert rows["W3 10 ms sleeps: points over the ideal above the floor's"][1:] == ["+2.0", "+0.0", "", "≤ 3", "yes"]
+        assert rows["W2 enqueue→start p99 (ms)"][-1] == met
 
 
 def test_quick_w6_and_http_runs_measure_every_system_and_check_the_work(tmp_path: Path) -> None:
