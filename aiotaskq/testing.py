@@ -1,4 +1,5 @@
-"""Helpers for tests, ours and our users': a throwaway ``redis-server`` and ``drain``."""
+"""Helpers for tests, ours and our users': a throwaway ``redis-server`` (or a whole local
+Redis Cluster) and ``drain``."""
 
 from __future__ import annotations
 
@@ -248,3 +249,122 @@ async def job_fields(queue: Queue, ids: Sequence[str]) -> list[dict[str, bytes] 
             f = _record.fields(raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
             out.append(None if f is None else {name.decode(): value for name, value in f.items()})
     return out
+
+
+class LocalCluster:
+    """A private Redis Cluster on loopback ports: ``masters`` masters (the 16,384 slots split
+    evenly), each with ``replicas`` replicas, every node a :class:`RedisServer` that tests
+    can kill, stop and restart by itself. ``node_timeout_ms`` is the cluster's
+    ``cluster-node-timeout``: a master silent that long is failed over to its replica.
+
+    The cluster is formed with CLUSTER ADDSLOTSRANGE, MEET and REPLICATE (no ``redis-cli``),
+    so it needs Redis 7 or Valkey 7.2 and later."""
+
+    SLOTS = 16384
+
+    def __init__(
+        self, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000, executable: str | None = None
+    ) -> None:
+        if masters < 1 or replicas < 0:
+            raise ValueError("LocalCluster: masters >= 1 and replicas >= 0")
+        self.masters, self.replicas, self.node_timeout_ms = masters, replicas, node_timeout_ms
+        args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms), "--repl-diskless-sync-delay", "0")  # fmt: skip
+        # The bus port is chosen too: port + 10000, its default, is past 65535 for a high free port.
+        self.bus_ports = [free_port() for _ in range(masters * (1 + replicas))]
+        self.nodes = [RedisServer(extra_args=(*args, "--cluster-port", str(bus)), executable=executable)
+                      for bus in self.bus_ports]  # fmt: skip
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:<port>,...``: every node, for a client to discover the rest."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def _call(self, port: int, *args: str | int) -> Any:
+        import redis  # the sync client: this helper runs outside any event loop
+
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as r:
+            return r.execute_command(*args)
+
+    def start(self, timeout: float = 30.0) -> None:
+        for n in self.nodes:
+            n.start()
+        first = self.nodes[0].port
+        for i in range(self.masters):
+            lo, hi = i * self.SLOTS // self.masters, (i + 1) * self.SLOTS // self.masters - 1
+            self._call(self.nodes[i].port, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        for n in self.nodes[1:]:
+            self._call(n.port, "CLUSTER", "MEET", "127.0.0.1", first, self.bus_ports[0])
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: all(len(self._node_lines(n.port)) == len(self.nodes) for n in self.nodes), deadline,
+                   "every node to know every other")  # fmt: skip
+        for r, n in enumerate(self.nodes[self.masters :]):
+            master = self.nodes[r % self.masters].port
+            self._call(n.port, "CLUSTER", "REPLICATE", self._call(master, "CLUSTER", "MYID").decode())
+        self._wait(self.healthy, deadline, "the cluster to be healthy and every replica in sync")
+
+    def _node_lines(self, port: int) -> list[list[str]]:
+        raw = self._call(port, "CLUSTER", "NODES")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return [line.split() for line in text.splitlines() if line.strip()]
+
+    def _wait(self, ok: Any, deadline: float, what: str) -> None:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, Exception):
+                if ok():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"LocalCluster: timed out waiting for {what}")
+
+    def healthy(self) -> bool:
+        """Every running node says ``cluster_state:ok``, every slot has a master, and every
+        running replica's link to its master is up (a replica never synced is not failed over to)."""
+        for n in self.nodes:
+            if n.process is None:
+                continue
+            repl = self._call(n.port, "INFO", "replication")
+            if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
+                return False
+            info = self._call(n.port, "CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text or f"cluster_slots_ok:{self.SLOTS}" not in text:
+                return False
+        return True
+
+    def master_port_for_slot(self, slot: int) -> int:
+        """The port of the master serving ``slot`` now, as a running node sees it."""
+        for n in self.nodes:
+            if n.process is None:
+                continue
+            for lo, hi, master, *_ in self._call(n.port, "CLUSTER", "SLOTS"):
+                if lo <= slot <= hi:
+                    return int(master[1])
+        raise RuntimeError(f"LocalCluster: no running node knows a master for slot {slot}")
+
+    def slot(self, key: str) -> int:
+        """The hash slot of ``key``."""
+        return int(self._call(next(n.port for n in self.nodes if n.process is not None), "CLUSTER", "KEYSLOT", key))
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
