@@ -1,6 +1,6 @@
 """aiotaskq: an asyncio-native background job queue backed by Redis."""
 
-from ._connection import NoConnectionAvailable
+from ._connection import ClusterUrlNeeded, NoConnectionAvailable
 from ._limits import KEEP_FOREVER
 from .context import JobContext, current_job
 from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry, StorageLayoutError
@@ -17,6 +17,7 @@ __all__ = [
     "AiotaskqError",
     "Backoff",
     "BoundTask",
+    "ClusterUrlNeeded",
     "CorruptResult",
     "Job",
     "JobCancelled",

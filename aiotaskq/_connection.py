@@ -18,11 +18,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, ClusterDownError, MovedError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import _cluster
 from .errors import AiotaskqError
 
 T = TypeVar("T")
@@ -36,6 +39,11 @@ CONNECTION_WAIT: Final = 10.0  # seconds a call waits for a free connection
 SOCKET_TIMEOUT: Final = 5.0
 # A stale pooled connection (Redis restarted) fails once; retry it quickly.
 _RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
+
+
+class ClusterUrlNeeded(AiotaskqError, ValueError):
+    """The queue's plain ``redis://`` URL names a node of a Redis Cluster that does not serve
+    the queue's slot (it answered MOVED): the URL must be ``redis+cluster://host:port[,...]``."""
 
 
 class NoConnectionAvailable(AiotaskqError, RedisConnectionError):
@@ -107,7 +115,39 @@ class WaitingPool(ConnectionPool):
 
 
 class _Refused(Exception):
-    """Carries an AuthenticationError past Retry (see QueueRetry)."""
+    """Carries an error that must not be retried past Retry (see QueueRetry)."""
+
+
+_TRANSLATED = (
+    RuntimeError, MovedError, ClusterDownError, TryAgainError, RedisConnectionError, RedisTimeoutError, OSError,
+)  # fmt: skip
+
+
+def _translate(exc: BaseException, owner: _cluster.SlotOwner | None) -> BaseException:
+    """What QueueRetry raises for ``exc`` (``exc`` itself when nothing changes)."""
+    if isinstance(exc, RuntimeError):
+        if not _closed_transport(exc):
+            return exc
+        if owner is not None:
+            owner.suspect()
+        return RedisConnectionError(f"connection closed by the server ({exc})")
+    if owner is None:
+        return _Refused(cluster_url_needed(exc)) if isinstance(exc, MovedError) else exc
+    if isinstance(exc, MovedError):
+        owner.moved(exc.host, int(exc.port))
+        return RedisConnectionError(f"slot {exc.slot_id} moved to {exc.host}:{exc.port}")
+    owner.suspect()
+    if isinstance(exc, ClusterDownError | TryAgainError):
+        return RedisConnectionError(f"cluster: {exc}")
+    return exc
+
+
+def cluster_url_needed(exc: MovedError) -> ClusterUrlNeeded:
+    return ClusterUrlNeeded(
+        f"this Redis is a node of a Redis Cluster, and the queue's slot {exc.slot_id} is served by "
+        f"{exc.host}:{exc.port}: give the queue a cluster URL, redis+cluster://host:port[,host:port...] "
+        "(rediss+cluster:// for TLS)"
+    )
 
 
 def _closed_transport(exc: RuntimeError) -> bool:
@@ -125,7 +165,14 @@ class QueueRetry(Retry):
     - on uvloop, a write to a connection the peer reset raises ``RuntimeError: ... the handler
       is closed`` (uvloop issue #506), which redis-py lets through: here it is the
       ConnectionError it is, so redis-py drops the connection and retries on a new one, and
-      the pool's loops see a connection error (the pool stopped on it before)."""
+      the pool's loops see a connection error (the pool stopped on it before);
+    - on a cluster (``owner`` set), MOVED points the slot's owner at the new master, and
+      CLUSTERDOWN, TRYAGAIN or a lost connection make it look again: the command is retried
+      there (it did not run). Without an owner, MOVED is ClusterUrlNeeded, not retried."""
+
+    def __init__(self, *args: Any, owner: _cluster.SlotOwner | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = owner
 
     async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Any, *args: Any, **kwargs: Any) -> T:
         async def once() -> T:
@@ -133,10 +180,11 @@ class QueueRetry(Retry):
                 return await do()
             except AuthenticationError as exc:
                 raise _Refused(exc) from None
-            except RuntimeError as exc:
-                if _closed_transport(exc):
-                    raise RedisConnectionError(f"connection closed by the server ({exc})") from exc
-                raise
+            except _TRANSLATED as exc:
+                other = _translate(exc, self.owner)
+                if other is exc:
+                    raise
+                raise other from exc
 
         try:
             return await super().call_with_retry(once, fail, *args, **kwargs)
@@ -144,14 +192,32 @@ class QueueRetry(Retry):
             raise refused.args[0] from None
 
 
-def client_from_url(url: str) -> Redis:
-    """A client for a Queue's own use: the URL's query options win over our defaults."""
+def client_from_url(url: str, prefix: str = "") -> Redis:
+    """A client for a Queue's own use: the URL's query options win over our defaults. A
+    cluster URL gives a client whose connections go to the master of ``prefix``'s slot."""
+    scheme = url.partition("://")[0]
+    owner = None
+    if scheme in _cluster.SCHEMES:
+        url, seeds = _cluster.parse_cluster_url(url)
+        owner = _cluster.SlotOwner(seeds, _cluster.slot_of(prefix), {})
     # redis-py re-sends a command after a connection error. Every script tolerates that:
     # enqueue is idempotent by id, outcomes are fenced, and a claim whose reply was lost
     # is found and given back by the pool.
     pool = WaitingPool.from_url(
         url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, decode_responses=False,
-        health_check_interval=30, retry=QueueRetry(_RETRY_BACKOFF, 3), socket_timeout=SOCKET_TIMEOUT,
+        health_check_interval=30, retry=QueueRetry(_RETRY_BACKOFF, 3, owner=owner), socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
     )  # fmt: skip
+    if owner is not None:
+        kw = pool.connection_kwargs
+        ssl = issubclass(pool.connection_class, SSLConnection)
+        owner.connect_kwargs = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_")}
+        if ssl:
+            owner.connect_kwargs["ssl"] = True
+        pool.connection_class = _cluster.SlotOwnerSSLConnection if ssl else _cluster.SlotOwnerConnection
+        kw["owner"] = owner
     return Redis.from_pool(pool)
+
+
+# What the slot owner's CLUSTER SLOTS calls take from the queue's connections.
+_SLOTS_KWARGS = frozenset({"username", "password", "socket_timeout", "socket_connect_timeout", "credential_provider"})

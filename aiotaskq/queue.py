@@ -93,7 +93,7 @@ class Queue:
         """The Redis client (created on first use). The queue's own client waits for a free
         connection when all of its pool's are in use (see aiotaskq/_connection.py)."""
         if self._redis is None:
-            self._redis = client_from_url(self._url)
+            self._redis = client_from_url(self._url, self.keys.prefix)
         return self._redis
 
     def use_url(self, url: str) -> None:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from aiotaskq import Queue
-from aiotaskq.testing import RedisServer, find_server, server_version
+from aiotaskq.testing import LocalCluster, RedisServer, find_server, server_version
 
 _names = itertools.count()
 _NO_BRACES = str.maketrans("{}", "()")
@@ -23,6 +24,17 @@ def redis_server() -> Iterator[RedisServer]:
     """One private redis-server for the session (tests that kill Redis start their own)."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[LocalCluster]:
+    """One private 3-master, 3-replica Redis Cluster for the session (tests that kill a node
+    start their own)."""
+    major = re.search(r"v=(\d+)", server_version(find_server()))
+    if not major or int(major.group(1)) < 7:
+        pytest.skip("LocalCluster needs Redis 7 or Valkey 7.2 (CLUSTER ADDSLOTSRANGE)")
+    with LocalCluster(masters=3, replicas=1, node_timeout_ms=1000) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from aiotaskq.testing import LocalCluster, find_server, server_version
+from aiotaskq.testing import LocalCluster
+
+
+@pytest.fixture
+def cluster(local_cluster: LocalCluster) -> LocalCluster:
+    return local_cluster
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    major = re.search(r"v=(\d+)", server_version(find_server()))
-    if not major or int(major.group(1)) < 7:
-        pytest.skip("LocalCluster needs Redis 7 or Valkey 7.2 (CLUSTER ADDSLOTSRANGE)")
+def own_cluster() -> Iterator[LocalCluster]:
+    """A cluster of its own: the failover test kills one of its masters."""
     with LocalCluster(masters=3, replicas=1, node_timeout_ms=1000) as c:
         yield c
 
@@ -36,7 +38,8 @@ async def test_the_cluster_serves_every_slot_through_a_cluster_client(cluster: L
         await client.aclose()
 
 
-def test_a_killed_master_is_failed_over_to_its_replica(cluster: LocalCluster) -> None:
+def test_a_killed_master_is_failed_over_to_its_replica(own_cluster: LocalCluster) -> None:
+    cluster = own_cluster
     slot = cluster.slot("aiotaskq:{failover}:jobs")
     old = cluster.master_port_for_slot(slot)
     cluster.node(old).kill()
