@@ -21,7 +21,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import AuthenticationError, ClusterDownError, MovedError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -41,9 +41,10 @@ SOCKET_TIMEOUT: Final = 5.0
 _RETRY_BACKOFF: Final = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
 
 
-class ClusterUrlNeeded(AiotaskqError, ValueError):
+class ClusterUrlNeeded(AiotaskqError, RedisError):
     """The queue's plain ``redis://`` URL names a node of a Redis Cluster that does not serve
-    the queue's slot (it answered MOVED): the URL must be ``redis+cluster://host:port[,...]``."""
+    the queue's slot (it answered MOVED): the URL must be ``redis+cluster://host:port[,...]``.
+    A pool stops on it at start-up (``Pool.run`` raises it); it is not retried."""
 
 
 class NoConnectionAvailable(AiotaskqError, RedisConnectionError):

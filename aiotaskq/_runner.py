@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 from redis.exceptions import RedisError
 
+from ._connection import ClusterUrlNeeded
 from ._executor import Claimed, Executor
 from ._finisher import Finisher
 from ._presence import Presence
@@ -417,6 +418,8 @@ async def retrying(fn: Callable[[], Any], what: str) -> None:
         try:
             await fn()
             return
+        except ClusterUrlNeeded:
+            raise  # a wrong URL: waiting does not fix it
         except (RedisError, OSError) as exc:
             log.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
             await anyio.sleep(delay)

@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
 from . import hooks
+from ._connection import ClusterUrlNeeded
 from ._executor import Claimed
 from ._monitor import watch_event_loop
 from ._runner import QueueRunner
@@ -167,24 +168,29 @@ class Pool:
                         for r in self.runners:
                             await r.register()
                             await r.subscribe()
-                    except StorageLayoutError as exc:  # run() raises it once the pool has left
+                    except (StorageLayoutError, ClusterUrlNeeded) as exc:  # run() raises it once the pool has left
                         self._startup_error = exc
                         self.stop()
                     else:
                         await self._startup()
                 self._starting = None
-                background.start_soon(self._liveness_loop)
-                for r in self.runners:
-                    background.start_soon(r.presence.run)
-                for s in self.schedulers:
-                    background.start_soon(s.run)
-                background.start_soon(watch_event_loop, self.stale_timeout)
+                if self._startup_error is None:
+                    self._start_loops(background)
                 await self._serve()
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._close(background)
         if self._startup_error is not None:
             raise self._startup_error
+
+    def _start_loops(self, background: TaskGroup) -> None:
+        """The loops of a registered pool: liveness, presence, schedules, the event-loop watch."""
+        background.start_soon(self._liveness_loop)
+        for r in self.runners:
+            background.start_soon(r.presence.run)
+        for s in self.schedulers:
+            background.start_soon(s.run)
+        background.start_soon(watch_event_loop, self.stale_timeout)
 
     async def _serve(self) -> None:
         jobs: asyncio.Queue[tuple[QueueRunner, Claimed] | None] = asyncio.Queue()

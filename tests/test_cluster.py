@@ -10,7 +10,7 @@ import anyio
 import pytest
 from _util import run_pool, wait_for
 
-from aiotaskq import ClusterUrlNeeded, JobStatus, Queue
+from aiotaskq import ClusterUrlNeeded, JobStatus, Pool, Queue
 from aiotaskq._cluster import parse_cluster_url
 from aiotaskq.testing import LocalCluster
 
@@ -87,6 +87,14 @@ async def test_a_plain_url_to_another_node_fails_with_the_cluster_url_form(local
     async with Queue(queue_on(local_cluster, other, "plain"), url=f"redis://127.0.0.1:{seed}/0") as q:
         with pytest.raises(ClusterUrlNeeded, match=r"redis\+cluster://host:port"):
             await q.enqueue("t")
+
+
+async def test_a_pool_on_a_plain_url_to_another_node_stops_at_once(local_cluster: LocalCluster) -> None:
+    seed = local_cluster.nodes[0].port
+    other = next(m for m in masters(local_cluster) if m != seed)
+    async with Queue(queue_on(local_cluster, other, "plainpool"), url=f"redis://127.0.0.1:{seed}/0") as q:
+        with anyio.fail_after(10), pytest.raises(ClusterUrlNeeded):
+            await Pool(q).run()
 
 
 @pytest.fixture
