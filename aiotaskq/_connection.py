@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -210,14 +211,55 @@ def client_from_url(url: str, prefix: str = "") -> Redis:
         socket_connect_timeout=SOCKET_TIMEOUT,
     )  # fmt: skip
     if owner is not None:
-        kw = pool.connection_kwargs
-        ssl = issubclass(pool.connection_class, SSLConnection)
-        owner.connect_kwargs = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_")}
-        if ssl:
-            owner.connect_kwargs["ssl"] = True
-        pool.connection_class = _cluster.SlotOwnerSSLConnection if ssl else _cluster.SlotOwnerConnection
-        kw["owner"] = owner
+        _to_slot_owner(pool, owner)
     return Redis.from_pool(pool)
+
+
+def _to_slot_owner(pool: WaitingPool, owner: _cluster.SlotOwner) -> None:
+    """Make ``pool``'s connections go where ``owner`` says, and its CLUSTER SLOTS calls log in
+    as they do."""
+    kw = pool.connection_kwargs
+    ssl = issubclass(pool.connection_class, SSLConnection)
+    owner.connect_kwargs = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_")}
+    if ssl:
+        owner.connect_kwargs["ssl"] = True
+    pool.connection_class = _cluster.SlotOwnerSSLConnection if ssl else _cluster.SlotOwnerConnection
+    kw["owner"] = owner
+
+
+def client_from_cluster(cluster: RedisCluster, prefix: str) -> Redis:
+    """A client of the queue's own for a shared ``RedisCluster``: the same nodes and
+    credentials, with connections to the master of ``prefix``'s slot (see client_from_url)."""
+    kw = cluster.connection_kwargs
+    if kw.get("decode_responses"):
+        raise ValueError("redis: the client must be created with decode_responses=False")
+    seeds = [(n.host, int(n.port)) for n in [*cluster.startup_nodes, *cluster.get_nodes()]]
+    owner = _cluster.SlotOwner(list(dict.fromkeys(seeds)), _cluster.slot_of(prefix), {})
+    own = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_") or k == "connection_class"}
+    host, port = seeds[0]
+    pool = WaitingPool(
+        host=host, port=port, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, health_check_interval=30,
+        retry=QueueRetry(_RETRY_BACKOFF, 3, owner=owner),
+        **{"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT, **own},
+    )  # fmt: skip
+    _to_slot_owner(pool, owner)
+    return Redis.from_pool(pool)
+
+
+def client_url(client: Redis) -> str:
+    """Where a shared client connects, as a URL without its password (for Queue.url and logs)."""
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    service = getattr(pool, "service_name", None)
+    if service is not None:  # a Sentinel master_for() client
+        sentinels = ",".join(f"{c.connection_pool.connection_kwargs.get('host')}:"
+                             f"{c.connection_pool.connection_kwargs.get('port')}"
+                             for c in getattr(pool, "sentinel_manager").sentinels)  # noqa: B009  # fmt: skip
+        return f"redis+sentinel://{sentinels}/{service}/{kw.get('db', 0)}"
+    if "path" in kw:
+        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    return f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
 # What the slot owner's CLUSTER SLOTS calls take from the queue's connections.

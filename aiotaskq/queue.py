@@ -10,11 +10,12 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from . import hooks as _hooks
 from . import schedule as _schedule
 from ._batcher import Batcher
-from ._connection import client_from_url
+from ._connection import client_from_cluster, client_from_url, client_url
 from ._keys import Keys, validate_queue_name
 from ._limits import check_byte_limit, check_keep, keep_ms
 from ._listener import Listener
@@ -44,9 +45,11 @@ class PayloadTooLarge(ValueError):
 class Queue:
     """A named job queue on one Redis server (or cluster hash slot).
 
-    ``url`` defaults to ``$AIOTASKQ_REDIS_URL``, then ``redis://localhost:6379/0``;
-    pass ``redis`` to share an existing ``redis.asyncio.Redis`` client (it must
-    not decode responses). Succeeded and cancelled jobs are kept for ``keep_result``
+    ``url`` defaults to ``$AIOTASKQ_REDIS_URL``, then ``redis://localhost:6379/0``; a
+    Redis Cluster is ``redis+cluster://host:port[,host:port...]`` (docs/scaling.md). Pass
+    ``redis`` to share an existing ``redis.asyncio.Redis`` client, or a
+    ``redis.asyncio.RedisCluster`` whose nodes and credentials the queue then uses (neither
+    may decode responses). Succeeded and cancelled jobs are kept for ``keep_result``
     seconds (0: not at all; ``KEEP_FOREVER``: until purged); failed jobs are kept until
     purged or requeued. A task's encoded arguments may take ``max_payload_bytes``, its
     encoded return value ``max_result_bytes`` (a larger one fails the job).
@@ -57,7 +60,7 @@ class Queue:
         name: str,
         *,
         url: str | None = None,
-        redis: Redis | None = None,
+        redis: Redis | RedisCluster | None = None,
         keep_result: float = DEFAULT_KEEP_RESULT,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         max_result_bytes: int = DEFAULT_MAX_RESULT,
@@ -69,23 +72,30 @@ class Queue:
         self.max_result_bytes = check_byte_limit("max_result_bytes", max_result_bytes)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._url = url or os.environ.get("AIOTASKQ_REDIS_URL") or DEFAULT_URL
-        self._redis = redis
-        self._own_redis = redis is None
-        if redis is not None and redis.connection_pool.connection_kwargs.get("decode_responses"):
-            raise ValueError("redis: the client must be created with decode_responses=False")
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._redis = None if self._cluster is not None else cast(Redis | None, redis)
+        self._own_redis = self._redis is None
+        if self._cluster is not None:
+            self._url = "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in self._cluster.startup_nodes)
+            self._redis = client_from_cluster(self._cluster, self.keys.prefix)  # checks decode_responses
+        elif self._redis is not None:
+            if self._redis.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ValueError("redis: the client must be created with decode_responses=False")
+            self._url = client_url(self._redis)
         self._scripts: Scripts | None = None
         self._batcher: Batcher | None = None
         self._plain: dict[tuple[str, int, float | None], JobOptions] = {}  # see _enqueue_plain
         self._listener: Listener | None = None
 
     def __repr__(self) -> str:
-        return f"<Queue {self.name!r} at {redact_url(self._url) if self._own_redis else 'a shared client'}>"
+        return f"<Queue {self.name!r} at {self.url}{'' if self._own_redis else ' (a shared client)'}>"
 
     # -- connection ----------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        """The Redis URL, with any password replaced by ``***``."""
+        """The Redis URL, with any password replaced by ``***`` (for a shared client, where it
+        connects: ``redis://host:port/db``, ``redis+sentinel://...``, ``redis+cluster://...``)."""
         return redact_url(self._url)
 
     @property
@@ -93,12 +103,15 @@ class Queue:
         """The Redis client (created on first use). The queue's own client waits for a free
         connection when all of its pool's are in use (see aiotaskq/_connection.py)."""
         if self._redis is None:
-            self._redis = client_from_url(self._url, self.keys.prefix)
+            if self._cluster is not None:
+                self._redis = client_from_cluster(self._cluster, self.keys.prefix)
+            else:
+                self._redis = client_from_url(self._url, self.keys.prefix)
         return self._redis
 
     def use_url(self, url: str) -> None:
         """Point the queue at another Redis before it connects (the CLI's ``--url``)."""
-        if self._redis is not None:
+        if self._redis is not None or self._cluster is not None:
             raise RuntimeError("use_url: the queue is already connected")
         self._url = url
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import anyio
 import pytest
 from _util import run_pool, wait_for
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from aiotaskq import ClusterUrlNeeded, JobStatus, Pool, Queue
 from aiotaskq._cluster import parse_cluster_url
@@ -79,6 +81,35 @@ async def test_queues_on_every_master_run_jobs_through_one_seed_node(local_clust
             assert q.url == f"redis+cluster://127.0.0.1:{seed}"
         finally:
             await q.close()
+
+
+async def test_a_shared_redis_cluster_client_serves_a_queue_through_its_slot_owner(local_cluster: LocalCluster) -> None:
+    nodes = [ClusterNode("127.0.0.1", p) for p in local_cluster.ports[:2]]
+    shared = RedisCluster(startup_nodes=nodes)
+    try:
+        q = Queue(queue_on(local_cluster, masters(local_cluster)[2], "shared"), redis=shared)
+        assert q.url == f"redis+cluster://127.0.0.1:{local_cluster.ports[0]},127.0.0.1:{local_cluster.ports[1]}"
+
+        @q.task
+        async def echo(x: str) -> str:
+            return x
+
+        async with run_pool(q):
+            assert await (await echo.enqueue("hi")).result(timeout=10) == "hi"
+        await q.close()
+        assert await shared.set("still-open", 1)  # the queue closed its own client, not the shared one
+    finally:
+        await shared.aclose()
+
+
+async def test_a_shared_plain_client_shows_where_it_connects(redis_url: str) -> None:
+    shared = Redis.from_url(redis_url)
+    try:
+        q = Queue("shown", redis=shared)
+        assert q.url == redis_url  # redis://127.0.0.1:<port>/0, not the default URL
+        assert repr(q) == f"<Queue 'shown' at {redis_url} (a shared client)>"
+    finally:
+        await shared.aclose()
 
 
 async def test_a_plain_url_to_another_node_fails_with_the_cluster_url_form(local_cluster: LocalCluster) -> None:

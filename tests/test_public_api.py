@@ -22,6 +22,7 @@ EXPECTED = {
     "JobOutcome",
     "JobStatus",
     "NoConnectionAvailable",
+    "ClusterUrlNeeded",
     "PayloadTooLarge",
     "Pool",
     "Queue",
