@@ -7,33 +7,21 @@ queue keeps a plain client, whose connections all go to the slot's master: scrip
 pipelines, blocking pops and pub/sub work as on a single Redis.
 
 Which master that is, a :class:`SlotOwner` finds with ``CLUSTER SLOTS``, asking the nodes it
-knows (the URL's, then every node a reply named). It looks again when a node answers
-``MOVED`` (the reply names the new owner: it is taken at once), ``CLUSTERDOWN`` or
-``TRYAGAIN``, or when a connection fails (a master died: after the cluster's node timeout its
-replica takes over); each connection asks it where to go as it (re)connects, so redis-py's
-own retry of a failed command already reaches the new master.
+knows (the URL's, then every node a reply named); see _discovery.py for when it looks again.
+After a master dies, the cluster's node timeout passes before its replica takes over.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, SSLConnection
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from .errors import AiotaskqError
+from ._discovery import Master, MasterUnknown
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-_REFRESH_EVERY = 0.2  # seconds: at most one CLUSTER SLOTS round per interval while failing
-
-
-class ClusterUnavailable(AiotaskqError, RedisError):
-    """No node the queue knows of says which master serves its slot (all unreachable, or the
-    cluster is down). A ``redis.exceptions.RedisError``: pools retry it as a lost connection."""
 
 
 def parse_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
@@ -62,38 +50,21 @@ def parse_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
     return plain, seeds
 
 
-class SlotOwner:
-    """The address of the master serving ``slot``, found from ``seeds`` and kept up to date."""
+class SlotOwner(Master):
+    """The master serving ``slot``, found with CLUSTER SLOTS from ``seeds`` and every node a
+    reply named."""
 
-    def __init__(self, seeds: list[tuple[str, int]], slot: int, connect_kwargs: dict[str, Any]) -> None:
+    def __init__(self, seeds: list[tuple[str, int]], slot: int) -> None:
+        super().__init__(seeds[0])
         self.slot = slot
-        self.address = seeds[0]
         self.known: list[tuple[str, int]] = list(seeds)
-        self.connect_kwargs = connect_kwargs  # credentials, TLS and timeouts for the CLUSTER SLOTS calls
-        self._stale = True
-        self._last = 0.0
-        self._lock = asyncio.Lock()
 
     def moved(self, host: str, port: int) -> None:
-        """A node answered MOVED: the slot is served at host:port now."""
-        self.address = (host, port)
+        super().moved(host, port)
         if (host, port) not in self.known:
             self.known.append((host, port))
-        self._stale = False
 
-    def suspect(self) -> None:
-        """A call failed in a way that may mean the master changed: look again before the next connection."""
-        self._stale = True
-
-    async def current(self) -> tuple[str, int]:
-        if self._stale and time.monotonic() - self._last >= _REFRESH_EVERY:
-            async with self._lock:
-                if self._stale and time.monotonic() - self._last >= _REFRESH_EVERY:
-                    await self._refresh()
-        return self.address
-
-    async def _refresh(self) -> None:
-        self._last = time.monotonic()
+    async def _find(self) -> tuple[str, int]:
         errors: list[str] = []
         for host, port in [self.address, *(a for a in self.known if a != self.address)]:
             client = Redis(host=host, port=port, **self.connect_kwargs)
@@ -106,51 +77,24 @@ class SlotOwner:
                 await client.aclose()
             owner = self._owner(slots)
             if owner is not None:
-                self.address, self._stale = owner, False
-                return
+                return owner
             errors.append(f"{host}:{port}: no master for slot {self.slot}")
-        raise ClusterUnavailable(f"no cluster node says which master serves slot {self.slot}: " + "; ".join(errors))
+        raise MasterUnknown(f"no cluster node says which master serves slot {self.slot}: " + "; ".join(errors))
 
     def _owner(self, slots: Any) -> tuple[str, int] | None:
         found = None
         for lo, hi, master, *replicas in slots:
             for node in (master, *replicas):
-                host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
-                address = (host or self.address[0], int(node[1]))
+                address = (_text(node[0]) or self.address[0], int(node[1]))
                 if address not in self.known:
                     self.known.append(address)
             if int(lo) <= self.slot <= int(hi):
-                host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
-                found = (host or self.address[0], int(master[1]))
+                found = (_text(master[0]) or self.address[0], int(master[1]))
         return found
 
 
-class _ToSlotOwner:
-    """A connection that goes to the slot owner's current address each time it connects."""
-
-    host: str
-    port: int
-    owner: SlotOwner
-
-    def __init__(self, *, owner: SlotOwner, **kwargs: Any) -> None:
-        self.owner = owner
-        super().__init__(**kwargs)
-
-    async def _connect(self) -> None:
-        self.host, self.port = await self.owner.current()
-        try:
-            await super()._connect()  # type: ignore[misc]
-        except (TimeoutError, OSError, RedisError):
-            self.owner.suspect()  # (redis-py connects outside the Retry that would say so)
-            raise
-
-
-class SlotOwnerConnection(_ToSlotOwner, Connection):
-    pass
-
-
-class SlotOwnerSSLConnection(_ToSlotOwner, SSLConnection):
-    pass
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def slot_of(prefix: str) -> int:

@@ -22,11 +22,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, ClusterDownError, MovedError, RedisError, TryAgainError
+from redis.exceptions import AuthenticationError, ClusterDownError, MovedError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _cluster
+from . import _cluster, _sentinel
+from ._discovery import Master, MasterConnection, MasterSSLConnection
 from .errors import AiotaskqError
 
 T = TypeVar("T")
@@ -121,26 +122,27 @@ class _Refused(Exception):
 
 
 _TRANSLATED = (
-    RuntimeError, MovedError, ClusterDownError, TryAgainError, RedisConnectionError, RedisTimeoutError, OSError,
+    RuntimeError, MovedError, ClusterDownError, TryAgainError, ReadOnlyError, RedisConnectionError, RedisTimeoutError,
+    OSError,
 )  # fmt: skip
 
 
-def _translate(exc: BaseException, owner: _cluster.SlotOwner | None) -> BaseException:
+def _translate(exc: BaseException, master: Master | None) -> BaseException:
     """What QueueRetry raises for ``exc`` (``exc`` itself when nothing changes)."""
     if isinstance(exc, RuntimeError):
         if not _closed_transport(exc):
             return exc
-        if owner is not None:
-            owner.suspect()
+        if master is not None:
+            master.suspect()
         return RedisConnectionError(f"connection closed by the server ({exc})")
-    if owner is None:
+    if master is None:
         return _Refused(cluster_url_needed(exc)) if isinstance(exc, MovedError) else exc
     if isinstance(exc, MovedError):
-        owner.moved(exc.host, int(exc.port))
+        master.moved(exc.host, int(exc.port))
         return RedisConnectionError(f"slot {exc.slot_id} moved to {exc.host}:{exc.port}")
-    owner.suspect()
-    if isinstance(exc, ClusterDownError | TryAgainError):
-        return RedisConnectionError(f"cluster: {exc}")
+    master.suspect()
+    if isinstance(exc, ClusterDownError | TryAgainError | ReadOnlyError):
+        return RedisConnectionError(f"the master moved: {exc}")
     return exc
 
 
@@ -168,13 +170,14 @@ class QueueRetry(Retry):
       is closed`` (uvloop issue #506), which redis-py lets through: here it is the
       ConnectionError it is, so redis-py drops the connection and retries on a new one, and
       the pool's loops see a connection error (the pool stopped on it before);
-    - on a cluster (``owner`` set), MOVED points the slot's owner at the new master, and
-      CLUSTERDOWN, TRYAGAIN or a lost connection make it look again: the command is retried
-      there (it did not run). Without an owner, MOVED is ClusterUrlNeeded, not retried."""
+    - with a ``master`` to follow (a cluster or Sentinel URL), MOVED points it at the new
+      address, and CLUSTERDOWN, TRYAGAIN, READONLY (a demoted master) or a lost connection make
+      it look again: the command is retried there (it did not run). Without one, MOVED is
+      ClusterUrlNeeded, not retried."""
 
-    def __init__(self, *args: Any, owner: _cluster.SlotOwner | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, master: Master | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.owner = owner
+        self.master = master
 
     async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Any, *args: Any, **kwargs: Any) -> T:
         async def once() -> T:
@@ -183,7 +186,7 @@ class QueueRetry(Retry):
             except AuthenticationError as exc:
                 raise _Refused(exc) from None
             except _TRANSLATED as exc:
-                other = _translate(exc, self.owner)
+                other = _translate(exc, self.master)
                 if other is exc:
                     raise
                 raise other from exc
@@ -196,35 +199,39 @@ class QueueRetry(Retry):
 
 def client_from_url(url: str, prefix: str = "") -> Redis:
     """A client for a Queue's own use: the URL's query options win over our defaults. A
-    cluster URL gives a client whose connections go to the master of ``prefix``'s slot."""
+    cluster URL gives a client whose connections go to the master of ``prefix``'s slot, a
+    Sentinel URL one whose connections go to the master the sentinels name."""
     scheme = url.partition("://")[0]
-    owner = None
+    master: Master | None = None
     if scheme in _cluster.SCHEMES:
         url, seeds = _cluster.parse_cluster_url(url)
-        owner = _cluster.SlotOwner(seeds, _cluster.slot_of(prefix), {})
+        master = _cluster.SlotOwner(seeds, _cluster.slot_of(prefix))
+    elif scheme in _sentinel.SCHEMES:
+        url, sentinels, service, auth = _sentinel.parse_sentinel_url(url)
+        master = _sentinel.SentinelMaster(sentinels, service, auth)
     # redis-py re-sends a command after a connection error. Every script tolerates that:
     # enqueue is idempotent by id, outcomes are fenced, and a claim whose reply was lost
     # is found and given back by the pool.
     pool = WaitingPool.from_url(
         url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, decode_responses=False,
-        health_check_interval=30, retry=QueueRetry(_RETRY_BACKOFF, 3, owner=owner), socket_timeout=SOCKET_TIMEOUT,
+        health_check_interval=30, retry=QueueRetry(_RETRY_BACKOFF, 3, master=master), socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
     )  # fmt: skip
-    if owner is not None:
-        _to_slot_owner(pool, owner)
+    if master is not None:
+        _to_master(pool, master)
     return Redis.from_pool(pool)
 
 
-def _to_slot_owner(pool: WaitingPool, owner: _cluster.SlotOwner) -> None:
-    """Make ``pool``'s connections go where ``owner`` says, and its CLUSTER SLOTS calls log in
-    as they do."""
+def _to_master(pool: WaitingPool, master: Master) -> None:
+    """Make ``pool``'s connections go where ``master`` says, and its questions (CLUSTER SLOTS)
+    log in as they do."""
     kw = pool.connection_kwargs
     ssl = issubclass(pool.connection_class, SSLConnection)
-    owner.connect_kwargs = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_")}
+    master.connect_kwargs = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_")}
     if ssl:
-        owner.connect_kwargs["ssl"] = True
-    pool.connection_class = _cluster.SlotOwnerSSLConnection if ssl else _cluster.SlotOwnerConnection
-    kw["owner"] = owner
+        master.connect_kwargs["ssl"] = True
+    pool.connection_class = MasterSSLConnection if ssl else MasterConnection
+    kw["master"] = master
 
 
 def client_from_cluster(cluster: RedisCluster, prefix: str) -> Redis:
@@ -234,15 +241,15 @@ def client_from_cluster(cluster: RedisCluster, prefix: str) -> Redis:
     if kw.get("decode_responses"):
         raise ValueError("redis: the client must be created with decode_responses=False")
     seeds = [(n.host, int(n.port)) for n in [*cluster.startup_nodes, *cluster.get_nodes()]]
-    owner = _cluster.SlotOwner(list(dict.fromkeys(seeds)), _cluster.slot_of(prefix), {})
+    master = _cluster.SlotOwner(list(dict.fromkeys(seeds)), _cluster.slot_of(prefix))
     own = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_") or k == "connection_class"}
     host, port = seeds[0]
     pool = WaitingPool(
         host=host, port=port, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, health_check_interval=30,
-        retry=QueueRetry(_RETRY_BACKOFF, 3, owner=owner),
+        retry=QueueRetry(_RETRY_BACKOFF, 3, master=master),
         **{"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT, **own},
     )  # fmt: skip
-    _to_slot_owner(pool, owner)
+    _to_master(pool, master)
     return Redis.from_pool(pool)
 
 
@@ -262,5 +269,5 @@ def client_url(client: Redis) -> str:
     return f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
-# What the slot owner's CLUSTER SLOTS calls take from the queue's connections.
+# What the slot master's CLUSTER SLOTS calls take from the queue's connections.
 _SLOTS_KWARGS = frozenset({"username", "password", "socket_timeout", "socket_connect_timeout", "credential_provider"})

@@ -368,3 +368,113 @@ class LocalCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class _SentinelServer(RedisServer):
+    """A sentinel process watching ``service`` at the master's port."""
+
+    def __init__(self, master_port: int, service: str, down_after_ms: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conf = self.dir / "sentinel.conf"
+        self.conf.write_text(
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} {max(3 * down_after_ms, 3000)}\n"
+        )
+
+    def _args(self) -> list[str]:
+        return [self.executable, str(self.conf), "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--daemonize", "no"]  # fmt: skip
+
+
+class LocalSentinel:
+    """A private Sentinel set-up on loopback ports: a master, ``replicas`` replicas and three
+    sentinels (quorum 2) watching ``service``; a master silent for ``down_after_ms`` is
+    failed over to a replica. Every process can be killed and restarted by itself."""
+
+    def __init__(
+        self, *, service: str = "mymaster", replicas: int = 1, down_after_ms: int = 1000, executable: str | None = None
+    ) -> None:
+        self.service, self.down_after_ms = service, down_after_ms
+        self.master = RedisServer(executable=executable, extra_args=("--repl-diskless-sync-delay", "0"))
+        follow = ("--replicaof", "127.0.0.1", str(self.master.port), "--repl-diskless-sync-delay", "0")
+        self.replicas = [RedisServer(executable=executable, extra_args=follow) for _ in range(replicas)]
+        self.sentinels = [
+            _SentinelServer(self.master.port, service, down_after_ms, executable=executable) for _ in range(3)
+        ]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:<port>,.../<service>/0``."""
+        return "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{self.service}/0"
+
+    def _call(self, port: int, *args: str | int) -> Any:
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as r:
+            return r.execute_command(*args)
+
+    def master_port(self) -> int:
+        """The master's port, as the first running sentinel says."""
+        for s in self.sentinels:
+            if s.process is not None:
+                host_port = self._call(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                return int(host_port[1])
+        raise RuntimeError("LocalSentinel: no sentinel is running")
+
+    def server(self, port: int) -> RedisServer:
+        return next(s for s in self.servers if s.port == port)
+
+    def ready(self) -> bool:
+        """Every replica in sync, and every sentinel sees the master and every replica and
+        sentinel (a failover before that would not happen)."""
+        for r in self.replicas:
+            if r.process is not None and self._call(r.port, "INFO", "replication").get("master_link_status") != "up":
+                return False
+        for s in self.sentinels:
+            if s.process is None:
+                continue
+            info = {k.decode() if isinstance(k, bytes) else k: v for k, v in self._master_info(s.port).items()}
+            if int(info.get("num-other-sentinels", 0)) < len(self.sentinels) - 1:
+                return False
+            if int(info.get("num-slaves", 0)) < len([r for r in self.replicas if r.process is not None]):
+                return False
+        return True
+
+    def _master_info(self, port: int) -> dict[Any, Any]:
+        raw = self._call(port, "SENTINEL", "MASTER", self.service)
+        if isinstance(raw, dict):
+            return raw
+        return {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
+
+    def start(self, timeout: float = 30.0) -> None:
+        for s in [*self.servers, *self.sentinels]:
+            s.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if self.ready():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("LocalSentinel: timed out waiting for the replicas and sentinels")
+
+    def close(self) -> None:
+        for s in [*self.sentinels, *self.servers]:
+            s.close()
+
+    def __enter__(self) -> LocalSentinel:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,118 @@
+"""Queues behind Redis Sentinel (aiotaskq.testing.LocalSentinel: a master, a replica and three
+sentinels on loopback ports): a queue follows the master the sentinels name, through a failover."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from _util import run_pool, wait_for
+from redis.asyncio.sentinel import Sentinel
+
+from aiotaskq import Job, JobStatus, Queue
+from aiotaskq._sentinel import parse_sentinel_url
+from aiotaskq.testing import LocalSentinel
+
+
+@pytest.mark.parametrize(
+    ("url", "parsed"),
+    [
+        ("redis+sentinel://127.0.0.1:26379/mymaster",
+         ("redis://127.0.0.1:26379/0", [("127.0.0.1", 26379)], "mymaster", {})),
+        ("rediss+sentinel://:pw@h1:1,h2:2/svc/3?socket_timeout=2&sentinel_password=sp",
+         ("rediss://:pw@h1:1/3?socket_timeout=2", [("h1", 1), ("h2", 2)], "svc", {"password": "sp"})),
+    ],
+)  # fmt: skip
+def test_sentinel_urls_name_the_sentinels_the_service_and_the_db(url: str, parsed: tuple[object, ...]) -> None:
+    assert parse_sentinel_url(url) == parsed
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://h1:1", "expected /<service name>"),
+        ("redis+sentinel://h1:1/svc/x", "must be a number"),
+        ("redis+sentinel://h1/svc", "'h1' is not host:port"),
+    ],
+)
+def test_a_bad_sentinel_url_is_a_value_error_at_once(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Queue("q", url=url).redis  # noqa: B018 - the client is made (and the URL parsed) on first use
+
+
+def test_a_sentinel_url_password_is_never_shown() -> None:
+    q = Queue("q", url="redis+sentinel://:s3cret@h1:1/svc/0")
+    assert q.url == "redis+sentinel://:***@h1:1/svc/0" and "s3cret" not in repr(q)
+
+
+@pytest.fixture
+def sentinel() -> Iterator[LocalSentinel]:
+    with LocalSentinel(replicas=1, down_after_ms=1000) as s:
+        yield s
+
+
+async def test_a_queue_follows_the_master_through_a_failover(sentinel: LocalSentinel) -> None:
+    q = Queue(f"sent-{time.monotonic_ns()}", url=sentinel.url)
+    ran: list[int] = []
+
+    @q.task
+    async def work(i: int) -> int:
+        ran.append(i)
+        await anyio.sleep(0.002)
+        return i
+
+    @q.task
+    async def hold() -> None:
+        await anyio.sleep(60)
+
+    try:
+        async with run_pool(q, concurrency=20):
+            jobs = [j for j in await work.enqueue_many([(i,) for i in range(1000)]) if j]
+            await wait_for(lambda: len(ran) > 200, 20, "the drain to be under way")
+            old = sentinel.master_port()
+            sentinel.server(old).kill()
+            await wait_for(lambda: len(set(ran)) == 1000, sentinel.down_after_ms / 1000 + 30,
+                           "every job to run after the failover")  # fmt: skip
+            assert sentinel.master_port() != old
+
+            async def all_succeeded() -> bool:
+                return all([await j.status() is JobStatus.SUCCEEDED for j in jobs])
+
+            await wait_for(all_succeeded, 30, "every job to end succeeded")
+            late = await work.enqueue(1000)  # enqueue and result() on the new master
+            assert await late.result(timeout=20) == 1000
+            held = await hold.enqueue()  # a cancel reaches the pool through the new master
+            await wait_for(_is(held, JobStatus.ACTIVE), 20, "the held job to start")
+            await held.cancel()
+            await wait_for(_is(held, JobStatus.CANCELLED), 10, "the cancel to take")
+        assert len(ran) - 1001 <= 100, len(ran)  # duplicates: at most the jobs in flight at the kill
+    finally:
+        await q.close()
+
+
+def _is(job: Job[Any], status: JobStatus) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await job.status() is status
+
+    return check
+
+
+async def test_a_shared_master_for_client_serves_a_queue(sentinel: LocalSentinel) -> None:
+    sentinels = Sentinel([("127.0.0.1", s.port) for s in sentinel.sentinels])  # type: ignore[no-untyped-call, unused-ignore]
+    client = sentinels.master_for(sentinel.service)
+    q = Queue(f"sentshared-{time.monotonic_ns()}", redis=client)
+    try:
+        assert q.url == sentinel.url
+
+        @q.task
+        async def echo(x: str) -> str:
+            return x
+
+        async with run_pool(q):
+            assert await (await echo.enqueue("hi")).result(timeout=10) == "hi"
+    finally:
+        await q.close()
+        await client.aclose()
