@@ -2,6 +2,7 @@
 
 from ._connection import ClusterUrlNeeded, NoConnectionAvailable
 from ._limits import KEEP_FOREVER
+from ._scripts import NotReplicated
 from .context import JobContext, current_job
 from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry, StorageLayoutError
 from .hooks import JobOutcome
@@ -28,6 +29,7 @@ __all__ = [
     "JobOutcome",
     "JobStatus",
     "NoConnectionAvailable",
+    "NotReplicated",
     "PayloadTooLarge",
     "Pool",
     "Queue",

@@ -53,3 +53,10 @@ def check_byte_limit(name: str, value: int) -> int:
 def keep_ms(seconds: float) -> int:
     """A checked keep time as the scripts take it: ms, 0 keeps nothing, -1 keeps forever."""
     return -1 if seconds == math.inf else round(seconds * 1000)
+
+
+def check_wait(replicas: Any, timeout: Any) -> tuple[int, float]:
+    """``wait_replicas``: an int >= 0 (0: do not wait); ``wait_timeout``: seconds > 0."""
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ValueError(f"wait_replicas: expected an int >= 0 (replicas that must confirm a write), got {replicas!r}")
+    return replicas, check_seconds("wait_timeout", timeout, zero=False)

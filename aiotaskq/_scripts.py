@@ -6,17 +6,21 @@ redis-py's ``AsyncScript`` calls EVALSHA and reloads the script on NOSCRIPT
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple, cast
+from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from ._keys import Keys
+from .errors import AiotaskqError
+
+log = logging.getLogger("aiotaskq")
 
 Arg = str | bytes | int | float
 # A job for enqueue.lua: its option set (task name, priority, retries, timeout, delay ms, due
@@ -62,12 +66,27 @@ def _ms(seconds: float | None) -> str:
     return "" if seconds is None else str(round(seconds * 1000))
 
 
-class Scripts:
-    """The Lua scripts of one queue, bound to its keys and Redis client."""
+class NotReplicated(AiotaskqError, RedisError):
+    """A queue with ``wait_replicas=N``: fewer than N replicas confirmed the enqueue within
+    ``wait_timeout``. The job is written on the master, but a failover now could lose it:
+    nothing acknowledged it. Enqueueing again with the same ``job_id`` is safe (deduplicated
+    while the first is pending)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+
+# The calls a queue with wait_replicas follows with WAIT, on the same connection: enqueues
+# raise NotReplicated when the replicas do not confirm them; outcomes only log it (a lost
+# outcome is a job run again, as after any lost write).
+_DURABLE: Final = {"enqueue": True, "settle": False, "finish": False, "fail": False}
+
+
+class Scripts:
+    """The Lua scripts of one queue, bound to its keys and Redis client. ``wait`` (replicas,
+    timeout in ms) makes enqueues and outcomes wait for that many replicas (WAIT)."""
+
+    def __init__(self, redis: Redis, keys: Keys, wait: tuple[int, int] | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.wait = wait
         self._s: dict[str, AsyncScript] = {}
 
     def _script(self, name: str) -> AsyncScript:
@@ -81,6 +100,11 @@ class Scripts:
 
     async def run(self, call: Call) -> Any:
         """Run one call (EVALSHA, loading the script on NOSCRIPT)."""
+        if self.wait is not None and call.script in _DURABLE:
+            [out] = await self.run_many([call])
+            if isinstance(out, Exception):
+                raise out
+            return out
         return await self._script(call.script)(keys=call.keys, args=call.args)
 
     async def run_many(self, calls: list[Call]) -> list[Any]:
@@ -91,12 +115,17 @@ class Scripts:
         """
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
+        durable = self.wait is not None and any(c.script in _DURABLE for c in calls)
         for _ in range(3):
             pipe = self.redis.pipeline(transaction=False)
             for i in todo:
                 c = calls[i]
                 pipe.evalsha(self._script(c.script).sha, len(c.keys), *c.keys, *c.args)
+            if durable:
+                pipe.wait(*cast(tuple[int, int], self.wait))
             out = await pipe.execute(raise_on_error=False)
+            if durable:
+                self._replicated(out.pop(), [calls[i] for i in todo])
             missing = []
             for i, res in zip(todo, out, strict=True):
                 results[i] = res
@@ -108,6 +137,23 @@ class Scripts:
                 await self.redis.script_load(self._script(name).script)
             todo = missing
         return results
+
+    def _queue_name(self) -> str:
+        return self.keys.prefix.split("{", 1)[-1].rsplit("}", 1)[0]
+
+    def _replicated(self, confirmed: Any, calls: list[Call]) -> None:
+        """After WAIT: fewer replicas than asked is NotReplicated for enqueues, a warning for outcomes."""
+        replicas, timeout_ms = cast(tuple[int, int], self.wait)
+        if isinstance(confirmed, Exception):
+            raise confirmed
+        if int(confirmed) >= replicas:
+            return
+        what = f"{int(confirmed)} of {replicas} replica(s) confirmed the write within {timeout_ms / 1000:g}s"
+        if any(_DURABLE.get(c.script) for c in calls):
+            raise NotReplicated(f"queue {self._queue_name()!r}: {what}; the jobs are written on the master but "
+                                "not acknowledged: a failover now could lose them")  # fmt: skip
+        log.warning("queue %r: %s (job outcomes: a failover now could lose them, and the jobs run again)",
+                    self._queue_name(), what)  # fmt: skip
 
     # -- producer side -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from . import schedule as _schedule
 from ._batcher import Batcher
 from ._connection import client_from_cluster, client_from_url, client_url
 from ._keys import Keys, validate_queue_name
-from ._limits import check_byte_limit, check_keep, keep_ms
+from ._limits import check_byte_limit, check_keep, check_wait, keep_ms
 from ._listener import Listener
 from ._scripts import EnqueueJob, JobOptions, Scripts, _ms
 from ._url import redact_url
@@ -53,6 +53,11 @@ class Queue:
     seconds (0: not at all; ``KEEP_FOREVER``: until purged); failed jobs are kept until
     purged or requeued. A task's encoded arguments may take ``max_payload_bytes``, its
     encoded return value ``max_result_bytes`` (a larger one fails the job).
+
+    ``wait_replicas=N`` makes an enqueue return only once N replicas have it (Redis ``WAIT``,
+    up to ``wait_timeout`` seconds), and raise ``NotReplicated`` when they do not: a job that
+    was acknowledged survives a failover. Job outcomes wait the same way (a warning when the
+    replicas do not confirm them: the job would run again).
     """
 
     def __init__(
@@ -64,6 +69,8 @@ class Queue:
         keep_result: float = DEFAULT_KEEP_RESULT,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         max_result_bytes: int = DEFAULT_MAX_RESULT,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         self.name = validate_queue_name(name)
         self.keys = Keys(name)
@@ -71,6 +78,7 @@ class Queue:
         self.max_payload_bytes = check_byte_limit("max_payload_bytes", max_payload_bytes)
         self.max_result_bytes = check_byte_limit("max_result_bytes", max_result_bytes)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.wait_replicas, self.wait_timeout = check_wait(wait_replicas, wait_timeout)
         self._url = url or os.environ.get("AIOTASKQ_REDIS_URL") or DEFAULT_URL
         self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._redis = None if self._cluster is not None else cast(Redis | None, redis)
@@ -118,7 +126,8 @@ class Queue:
     @property
     def scripts(self) -> Scripts:
         if self._scripts is None:
-            self._scripts = Scripts(self.redis, self.keys)
+            wait = (self.wait_replicas, round(self.wait_timeout * 1000)) if self.wait_replicas else None
+            self._scripts = Scripts(self.redis, self.keys, wait)
         return self._scripts
 
     def _listener_for_waiters(self) -> Listener:

@@ -22,6 +22,7 @@ EXPECTED = {
     "JobOutcome",
     "JobStatus",
     "NoConnectionAvailable",
+    "NotReplicated",
     "ClusterUrlNeeded",
     "PayloadTooLarge",
     "Pool",

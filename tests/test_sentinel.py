@@ -3,6 +3,8 @@ sentinels on loopback ports): a queue follows the master the sentinels name, thr
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -11,8 +13,9 @@ import anyio
 import pytest
 from _util import run_pool, wait_for
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
 
-from aiotaskq import Job, JobStatus, Queue
+from aiotaskq import Job, JobNotFound, JobStatus, NotReplicated, Queue
 from aiotaskq._sentinel import parse_sentinel_url
 from aiotaskq.testing import LocalSentinel
 
@@ -98,6 +101,64 @@ def _is(job: Job[Any], status: JobStatus) -> Callable[[], Awaitable[bool]]:
         return await job.status() is status
 
     return check
+
+
+async def test_durable_enqueue_raises_instead_of_acknowledging_what_a_failover_loses(
+    sentinel: LocalSentinel,
+) -> None:
+    """With the replica paused and cut off, a plain enqueue is acknowledged and lost in the
+    failover; a durable one (wait_replicas=1) raises NotReplicated instead; what a durable
+    enqueue acknowledged before survives."""
+    name = f"durable-{time.monotonic_ns()}"
+    durable = Queue(name, url=sentinel.url, wait_replicas=1, wait_timeout=0.5)
+    plain = Queue(name, url=sentinel.url)
+    try:
+        assert await durable.enqueue("t", job_id="confirmed") is not None
+        [replica] = sentinel.replicas
+        assert replica.process is not None
+        old = sentinel.master_port()
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            # the master's side of the replication link closed: what follows never leaves the master
+            await plain.redis.client_kill_filter(_type="replica")
+            assert await plain.enqueue("t", job_id="acknowledged") is not None
+            started = time.monotonic()
+            with pytest.raises(NotReplicated, match="0 of 1 replica"):
+                await durable.enqueue("t", job_id="refused")
+            assert 0.4 < time.monotonic() - started < 5
+            assert await plain.redis.hexists(plain.keys.jobs, "refused")  # written, but not acknowledged
+            sentinel.server(old).kill()
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        await wait_for(lambda: sentinel.master_port() != old, 30, "the failover")
+
+        async def status(job_id: str) -> JobStatus | None:
+            try:
+                return await Job(plain, job_id).status()
+            except JobNotFound:
+                return None
+
+        await wait_for(lambda: _answers(plain), 20, "the queue to reach the new master")
+        assert await status("confirmed") is JobStatus.QUEUED
+        assert await status("acknowledged") is None  # acknowledged, then lost with the old master
+        assert await status("refused") is None  # lost too, but its caller was told
+    finally:
+        await durable.close()
+        await plain.close()
+
+
+async def _answers(q: Queue) -> bool:
+    try:
+        return bool(await q.redis.ping())
+    except (RedisError, OSError):
+        return False
+
+
+def test_wait_options_are_checked_when_the_queue_is_made() -> None:
+    with pytest.raises(ValueError, match="wait_replicas: expected an int >= 0"):
+        Queue("q", wait_replicas=-1)
+    with pytest.raises(ValueError, match="wait_timeout: must be > 0 seconds"):
+        Queue("q", wait_replicas=1, wait_timeout=0)
 
 
 async def test_a_shared_master_for_client_serves_a_queue(sentinel: LocalSentinel) -> None:
