@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from . import crash, kills, load, netcut, report, restart, skew
+from . import crash, failover, kills, load, netcut, report, restart, skew
 from .harness import Context, Result
 
 RUNS: dict[str, ModuleType] = {
@@ -30,6 +30,7 @@ RUNS: dict[str, ModuleType] = {
     "load": load,
     "skew": skew,
     "crash": crash,
+    "failover": failover,
 }
 
 
