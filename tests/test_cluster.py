@@ -3,6 +3,7 @@ to the master of its slot, whatever node the URL names, and follows it through a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -126,6 +127,19 @@ async def test_a_pool_on_a_plain_url_to_another_node_stops_at_once(local_cluster
     async with Queue(queue_on(local_cluster, other, "plainpool"), url=f"redis://127.0.0.1:{seed}/0") as q:
         with anyio.fail_after(10), pytest.raises(ClusterUrlNeeded):
             await Pool(q).run()
+
+
+async def test_the_cli_takes_a_cluster_url(local_cluster: LocalCluster) -> None:
+    from test_cli import APP, cli_env, run_cli
+
+    name = queue_on(local_cluster, masters(local_cluster)[1], "cli")
+    url = f"redis+cluster://127.0.0.1:{local_cluster.nodes[0].port}"
+    async with Queue(name, url=url) as q:
+        assert await q.enqueue("fault.add", args=(1, 2)) is not None
+    done = await run_cli("info", APP, "--url", url, "--json", env=cli_env(name))
+    assert done.returncode == 0, done.stderr
+    [info] = json.loads(done.stdout)
+    assert info["counts"]["queued"] == 1 and info["url"] == url
 
 
 @pytest.fixture

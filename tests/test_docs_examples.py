@@ -15,8 +15,8 @@ import anyio
 import pytest
 
 from aiotaskq import JobFailed, JobStatus, Pool
-from aiotaskq.testing import bundled_server, find_server, server_version
-from docs.examples import hooks, quickstart
+from aiotaskq.testing import LocalCluster, LocalSentinel, bundled_server, find_server, server_version
+from docs.examples import hooks, quickstart, scaling
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -35,6 +35,15 @@ async def test_quickstart_main_runs_the_job(redis_url: str) -> None:
 async def test_hooks_example_prices_an_order_with_progress(redis_url: str) -> None:
     total, progress, note = await hooks.main(redis_url)
     assert (total, progress, note) == (105, 1.0, "3 of 3 items")
+
+
+async def test_scaling_example_runs_on_a_cluster_and_behind_sentinel(local_cluster: LocalCluster) -> None:
+    assert await scaling.main(local_cluster.url) == "order 42 shipped"
+    sentinel = await anyio.to_thread.run_sync(lambda: LocalSentinel().__enter__())
+    try:
+        assert await scaling.main(sentinel.url) == "order 42 shipped"
+    finally:
+        await anyio.to_thread.run_sync(sentinel.close)
 
 
 async def test_demo_tasks_behave_as_the_demo_says(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
