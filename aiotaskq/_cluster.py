@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from ._discovery import Master, MasterUnknown
+from ._discovery import Master, MasterUnknown, host_port, parse_hosts
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -35,18 +35,11 @@ def parse_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
         netloc, _, query = netloc.partition("?")
         tail, slash = "?" + query, "/"
     userinfo, at, hosts = netloc.rpartition("@")
-    seeds: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon or not host or not port.isdigit():
-            raise ValueError(f"cluster URL: {item.strip()!r} is not host:port")
-        seeds.append((host.strip("[]"), int(port)))
+    seeds = parse_hosts(hosts, "cluster")
     db = tail.partition("?")[0]
     if db not in ("", "0"):
         raise ValueError(f"cluster URL: a Redis Cluster has database 0 only, not {db!r}")
-    first_host, first_port = seeds[0]
-    first_host = f"[{first_host}]" if ":" in first_host else first_host
-    plain = f"{SCHEMES[scheme]}://{userinfo}{at}{first_host}:{first_port}{slash}{tail}"
+    plain = f"{SCHEMES[scheme]}://{userinfo}{at}{host_port(*seeds[0])}{slash}{tail}"
     return plain, seeds
 
 

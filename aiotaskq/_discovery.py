@@ -22,6 +22,21 @@ from .errors import AiotaskqError
 _REFRESH_EVERY = 0.2  # seconds: at most one round of questions per interval while failing
 
 
+def parse_hosts(hosts: str, what: str) -> list[tuple[str, int]]:
+    """``h1:p1,h2:p2,[::1]:p3`` -> [(host, port)...]; ValueError naming ``what`` (the URL's kind)."""
+    out: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"{what} URL: {item.strip()!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class MasterUnknown(AiotaskqError, RedisError):
     """No server the queue knows of says where its master is (all unreachable, the cluster
     down, no master elected yet). A ``redis.exceptions.RedisError``: pools retry it as a lost

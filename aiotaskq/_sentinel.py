@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlencode
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ._discovery import Master, MasterUnknown
+from ._discovery import Master, MasterUnknown, host_port, parse_hosts
 
 SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
 
@@ -29,12 +29,7 @@ def parse_sentinel_url(url: str) -> tuple[str, list[tuple[str, int]], str, dict[
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
-    sentinels: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon or not host or not port.isdigit():
-            raise ValueError(f"Sentinel URL: {item.strip()!r} is not host:port")
-        sentinels.append((host.strip("[]"), int(port)))
+    sentinels = parse_hosts(hosts, "Sentinel")
     parts = [unquote(p) for p in path.split("/") if p]
     if not parts or len(parts) > 2:
         raise ValueError("Sentinel URL: expected /<service name>[/<db>] after the sentinels")
@@ -44,9 +39,9 @@ def parse_sentinel_url(url: str) -> tuple[str, list[tuple[str, int]], str, dict[
     options = parse_qsl(query, keep_blank_values=True)
     own = {k: v for k, v in options if k in ("sentinel_password", "sentinel_username")}
     rest_query = urlencode([(k, v) for k, v in options if k not in own])
-    first, first_port = sentinels[0]  # a placeholder: connections ask the sentinels
-    first = f"[{first}]" if ":" in first else first
-    plain = f"{SCHEMES[scheme]}://{userinfo}{at}{first}:{first_port}/{db}" + (f"?{rest_query}" if rest_query else "")
+    # the first sentinel's address is a placeholder: connections ask the sentinels
+    plain = f"{SCHEMES[scheme]}://{userinfo}{at}{host_port(*sentinels[0])}/{db}"
+    plain += f"?{rest_query}" if rest_query else ""
     auth = {k.removeprefix("sentinel_"): v for k, v in own.items()}
     return plain, sentinels, service, auth
 

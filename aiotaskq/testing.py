@@ -251,7 +251,40 @@ async def job_fields(queue: Queue, ids: Sequence[str]) -> list[dict[str, bytes] 
     return out
 
 
-class LocalCluster:
+class _Servers:
+    """Several RedisServers started and stopped together (LocalCluster, LocalSentinel)."""
+
+    def _all(self) -> list[RedisServer]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def _call(self, port: int, *args: str | int) -> Any:
+        import redis  # the sync client: these helpers run outside any event loop
+
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as r:
+            return r.execute_command(*args)
+
+    def close(self) -> None:
+        for s in self._all():
+            s.close()
+
+    def __enter__(self) -> Any:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class LocalCluster(_Servers):
     """A private Redis Cluster on loopback ports: ``masters`` masters (the 16,384 slots split
     evenly), each with ``replicas`` replicas, every node a :class:`RedisServer` that tests
     can kill, stop and restart by itself. ``node_timeout_ms`` is the cluster's
@@ -287,11 +320,8 @@ class LocalCluster:
     def node(self, port: int) -> RedisServer:
         return next(n for n in self.nodes if n.port == port)
 
-    def _call(self, port: int, *args: str | int) -> Any:
-        import redis  # the sync client: this helper runs outside any event loop
-
-        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as r:
-            return r.execute_command(*args)
+    def _all(self) -> list[RedisServer]:
+        return self.nodes
 
     def start(self, timeout: float = 30.0) -> None:
         for n in self.nodes:
@@ -352,22 +382,8 @@ class LocalCluster:
         """The hash slot of ``key``."""
         return int(self._call(next(n.port for n in self.nodes if n.process is not None), "CLUSTER", "KEYSLOT", key))
 
-    def close(self) -> None:
-        for n in self.nodes:
-            n.close()
-
     def __enter__(self) -> LocalCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        return super().__enter__()  # type: ignore[no-any-return]
 
 
 class _SentinelServer(RedisServer):
@@ -387,7 +403,7 @@ class _SentinelServer(RedisServer):
                 "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--daemonize", "no"]  # fmt: skip
 
 
-class LocalSentinel:
+class LocalSentinel(_Servers):
     """A private Sentinel set-up on loopback ports: a master, ``replicas`` replicas and three
     sentinels (quorum 2) watching ``service``; a master silent for ``down_after_ms`` is
     failed over to a replica. Every process can be killed and restarted by itself."""
@@ -412,11 +428,8 @@ class LocalSentinel:
         """``redis+sentinel://127.0.0.1:<port>,.../<service>/0``."""
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{self.service}/0"
 
-    def _call(self, port: int, *args: str | int) -> Any:
-        import redis
-
-        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as r:
-            return r.execute_command(*args)
+    def _all(self) -> list[RedisServer]:
+        return [*self.sentinels, *self.servers]
 
     def master_port(self) -> int:
         """The master's port, as the first running sentinel says."""
@@ -462,19 +475,5 @@ class LocalSentinel:
             time.sleep(0.05)
         raise RuntimeError("LocalSentinel: timed out waiting for the replicas and sentinels")
 
-    def close(self) -> None:
-        for s in [*self.sentinels, *self.servers]:
-            s.close()
-
     def __enter__(self) -> LocalSentinel:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        return super().__enter__()  # type: ignore[no-any-return]
