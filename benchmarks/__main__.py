@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - a straight scrip
                         runs.append(run)
                         progress(run, reps, started)
     load_after = report.load_average()
-    print(report.table(runs, systems, cases))
+    print(report.table(runs, systems, cases, loop))
     # Only a standard run (every case and every system, default sizes) replaces the page's figures.
     standard = not (args.quick or args.only or args.set or args.systems) and systems == list(SYSTEMS)
     left_out = [s for s in SYSTEMS if s not in systems]
