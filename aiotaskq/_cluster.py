@@ -52,6 +52,9 @@ class SlotOwner(Master):
         self.slot = slot
         self.known: list[tuple[str, int]] = list(seeds)
 
+    def follows(self, slot: int) -> bool:
+        return slot == self.slot
+
     def moved(self, host: str, port: int) -> None:
         super().moved(host, port)
         if (host, port) not in self.known:

@@ -138,6 +138,8 @@ def _translate(exc: BaseException, master: Master | None) -> BaseException:
     if master is None:
         return _Refused(cluster_url_needed(exc)) if isinstance(exc, MovedError) else exc
     if isinstance(exc, MovedError):
+        if not master.follows(int(exc.slot_id)):
+            return exc  # a key of another slot, through queue.redis: not the queue's, and not retried
         master.moved(exc.host, int(exc.port))
         return RedisConnectionError(f"slot {exc.slot_id} moved to {exc.host}:{exc.port}")
     master.suspect()

@@ -61,6 +61,10 @@ class Master:
         """The master is at host:port now (a cluster node answered MOVED)."""
         self.address, self._stale, self._found = (host, port), False, True
 
+    def follows(self, slot: int) -> bool:
+        """Whether a MOVED for ``slot`` means this master moved (the queue's own slot)."""
+        return False
+
     def suspect(self) -> None:
         """A call failed in a way that may mean the master changed: look again before the next connection."""
         self._stale = True

@@ -11,6 +11,9 @@ from aiotaskq import Queue
 from aiotaskq.testing import LocalCluster, RedisServer, find_server, server_version
 
 _names = itertools.count()
+# `make test-cluster`: tests' queues live on the session's local Redis Cluster instead (each
+# name's slot picks one of its three masters), reached through a redis+cluster:// URL.
+ON_CLUSTER = os.environ.get("AIOTASKQ_TEST_ON") == "cluster"
 _NO_BRACES = str.maketrans("{}", "()")
 
 
@@ -38,8 +41,10 @@ def local_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
+def redis_url(redis_server: RedisServer, request: pytest.FixtureRequest) -> str:
+    """Where tests' queues live: the session's redis-server, or its local cluster (`make
+    test-cluster`; a test that needs a plain server takes `redis_server.url`)."""
+    return str(request.getfixturevalue("local_cluster").url) if ON_CLUSTER else redis_server.url
 
 
 @pytest.fixture

@@ -375,17 +375,18 @@ async def test_worker_runs_the_queues_hooks_and_tasks_reach_their_resources(
     name = queue.name
     proc = start_hook_worker(tmp_path / "worker.log", hook_env(name, redis_url))
     try:
-        job = await queue.enqueue("hook.uses_db", args=(f"{name}:k",))
+        key = queue.keys.prefix + "k"  # in the queue's slot: the client on_startup opened is the queue's kind
+        job = await queue.enqueue("hook.uses_db", args=(key,))
         assert job is not None
-        assert await job.result(timeout=30) == f"stored under {name}:k"
-        assert await queue.redis.get(f"{name}:k") == job.id.encode()  # through the client on_startup opened
-        assert await queue.redis.get(f"{name}:started") == b"1"
-        assert await queue.redis.get(f"{name}:before") == b"1"
+        assert await job.result(timeout=30) == f"stored under {key}"
+        assert await queue.redis.get(key) == job.id.encode()  # through the client on_startup opened
+        assert await queue.redis.get(queue.keys.prefix + "started") == b"1"
+        assert await queue.redis.get(queue.keys.prefix + "before") == b"1"
         assert await stop_worker(proc) == 0
     finally:
         kill(proc)
-    assert await queue.redis.get(f"{name}:stopped") == b"1"  # on_shutdown ran
-    assert await queue.redis.lrange(f"{name}:after", 0, -1) == [b"hook.uses_db:succeeded"]
+    assert await queue.redis.get(queue.keys.prefix + "stopped") == b"1"  # on_shutdown ran
+    assert await queue.redis.lrange(queue.keys.prefix + "after", 0, -1) == [b"hook.uses_db:succeeded"]
 
 
 async def test_worker_whose_startup_hook_fails_logs_it_and_exits_1(

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aiotaskq import AiotaskqError, Job, JobStatus, NoConnectionAvailable, Queue
 from aiotaskq._connection import CONNECTION_WAIT, MAX_CONNECTIONS, WaitingPool
-from aiotaskq.testing import free_port
+from aiotaskq.testing import RedisServer, free_port
 
 
 def _queue(url: str, name: str, query: str = "") -> Queue:
@@ -39,8 +39,8 @@ async def test_url_options_set_the_pool_size_and_the_wait(redis_url: str) -> Non
         assert pool.connection_kwargs["socket_timeout"] == 2.0
 
 
-async def test_a_shared_client_keeps_its_own_pool(redis_url: str) -> None:
-    async with Redis.from_url(redis_url) as client:
+async def test_a_shared_client_keeps_its_own_pool(redis_server: RedisServer) -> None:
+    async with Redis.from_url(redis_server.url) as client:
         q = Queue(f"conn-shared-{time.monotonic_ns()}", redis=client)
         assert q.redis is client and q.redis.connection_pool is client.connection_pool
         await q.close()
@@ -179,7 +179,7 @@ async def test_a_call_that_gives_up_after_its_turn_came_passes_it_on(redis_url: 
         await pool.release(conn)
 
 
-def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(redis_url: str) -> None:
+def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(redis_server: RedisServer) -> None:
     """uvloop raises RuntimeError ('... the handler is closed') for a write on a connection the
     peer reset, where asyncio's loop gives a ConnectionError; redis-py let it through, and a
     worker on uvloop stopped on it. The queue's client takes it for the connection error it is
@@ -188,7 +188,7 @@ def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(
     from benchmarks.faults.proxy import Proxy
 
     async def main() -> None:
-        proxy = Proxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        proxy = Proxy(redis_server.port)
         await proxy.start()
         q = Queue(f"conn-uvloop-{time.monotonic_ns()}", url=proxy.url)
         try:

@@ -27,6 +27,15 @@ def _run(n: int) -> dict[str, Any]:
     return {"run": n, "pid": os.getpid()}
 
 
+def _sync_client() -> redis.Redis | redis.RedisCluster:
+    """A blocking client on the worker's Redis (its cluster, under `make test-cluster`)."""
+    url = os.environ["AIOTASKQ_REDIS_URL"]
+    if url.startswith("redis+cluster://"):
+        host, port = url.removeprefix("redis+cluster://").split(",")[0].rsplit(":", 1)
+        return redis.RedisCluster(host=host, port=int(port))
+    return redis.Redis.from_url(url)
+
+
 async def _count(marker: str) -> int:
     return int(await queue.redis.incr(marker))
 
@@ -64,7 +73,7 @@ async def block_first(marker: str, release: str) -> dict[str, Any]:
     key ``release`` exists, as a process cut off or frozen would; later runs return."""
     n = await _count(marker)
     if n == 1:
-        sync = redis.Redis.from_url(os.environ["AIOTASKQ_REDIS_URL"])
+        sync = _sync_client()
         try:
             deadline = time.monotonic() + 60
             while not sync.exists(release) and time.monotonic() < deadline:

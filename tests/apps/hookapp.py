@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import time
 
-import redis.asyncio
-
 from aiotaskq import JobContext, JobOutcome, Pool, Queue, current_job
 
 queue = Queue(os.environ.get("HOOKAPP_QUEUE", "hookapp"))
@@ -19,24 +17,24 @@ queue = Queue(os.environ.get("HOOKAPP_QUEUE", "hookapp"))
 async def connect(pool: Pool) -> None:
     if os.environ.get("HOOKAPP_FAIL_STARTUP"):
         raise RuntimeError("cannot reach the billing database")
-    pool.state.db = redis.asyncio.Redis.from_url(os.environ["AIOTASKQ_REDIS_URL"])  # "a database pool"
-    await pool.state.db.set(f"{queue.name}:started", "1")
+    pool.state.db = Queue(queue.name, url=os.environ["AIOTASKQ_REDIS_URL"]).redis  # "a database pool"
+    await pool.state.db.set(queue.keys.prefix + "started", "1")
 
 
 @queue.on_shutdown
 async def disconnect(pool: Pool) -> None:
-    await pool.state.db.set(f"{queue.name}:stopped", "1")
+    await pool.state.db.set(queue.keys.prefix + "stopped", "1")
     await pool.state.db.aclose()
 
 
 @queue.before_job
 async def count_starts(ctx: JobContext) -> None:
-    await ctx.state.db.incr(f"{queue.name}:before")
+    await ctx.state.db.incr(queue.keys.prefix + "before")
 
 
 @queue.after_job
 async def record(ctx: JobContext, outcome: JobOutcome) -> None:
-    await ctx.state.db.rpush(f"{queue.name}:after", f"{ctx.task}:{outcome.status}")
+    await ctx.state.db.rpush(queue.keys.prefix + "after", f"{ctx.task}:{outcome.status}")
 
 
 @queue.task(name="hook.uses_db")
