@@ -12,6 +12,7 @@ import pytest
 from _util import run_pool, wait_for
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import MovedError
 
 from aiotaskq import ClusterUrlNeeded, JobStatus, Pool, Queue
 from aiotaskq._cluster import parse_cluster_url
@@ -111,6 +112,23 @@ async def test_a_shared_plain_client_shows_where_it_connects(redis_url: str) -> 
         assert repr(q) == f"<Queue 'shown' at {redis_url} (a shared client)>"
     finally:
         await shared.aclose()
+
+
+async def test_a_key_of_another_slot_through_queue_redis_is_moved_error_and_moves_nothing(
+    local_cluster: LocalCluster,
+) -> None:
+    master = masters(local_cluster)[0]
+    q = Queue(queue_on(local_cluster, master, "other"), url=local_cluster.url)
+    try:
+        assert await q.enqueue("t") is not None
+        other = next(k for k in (f"k{i}" for i in range(1000))
+                     if local_cluster.master_port_for_slot(local_cluster.slot(k)) != master)  # fmt: skip
+        with pytest.raises(MovedError):
+            await q.redis.set(other, 1)
+        assert await q.enqueue("t") is not None  # the queue's client still talks to its own master
+        assert (await q.counts())[JobStatus.QUEUED] == 2
+    finally:
+        await q.close()
 
 
 async def test_a_plain_url_to_another_node_fails_with_the_cluster_url_form(local_cluster: LocalCluster) -> None:
