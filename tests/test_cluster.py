@@ -16,7 +16,7 @@ from redis.exceptions import MovedError
 
 from aiotaskq import ClusterUrlNeeded, JobStatus, Pool, Queue
 from aiotaskq._cluster import parse_cluster_url
-from aiotaskq.testing import LocalCluster
+from aiotaskq.testing import LocalCluster, RedisServer
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,8 @@ async def test_a_shared_redis_cluster_client_serves_a_queue_through_its_slot_own
         await shared.aclose()
 
 
-async def test_a_shared_plain_client_shows_where_it_connects(redis_url: str) -> None:
+async def test_a_shared_plain_client_shows_where_it_connects(redis_server: RedisServer) -> None:
+    redis_url = redis_server.url
     shared = Redis.from_url(redis_url)
     try:
         q = Queue("shown", redis=shared)
