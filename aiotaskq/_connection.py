@@ -1,5 +1,6 @@
 """The Redis client a Queue builds from its URL: a connection pool that waits for a free
-connection instead of failing.
+connection instead of failing, a Retry that knows which errors are lost connections, and, for
+a cluster or Sentinel URL, connections that go where a Master says (_discovery.py).
 
 redis-py 8's default pool raises ``MaxConnectionsError`` as soon as 100 connections are in use
 (redis-py 5 allowed 2**31), so a burst of concurrent calls on one queue failed. This pool lets a
@@ -163,7 +164,7 @@ def _closed_transport(exc: RuntimeError) -> bool:
 
 
 class QueueRetry(Retry):
-    """redis-py's Retry, with two differences:
+    """redis-py's Retry, with these differences:
 
     - a refused login fails at once: it is a ConnectionError to redis-py, and redis-py 5,
       with health checks on, answers a NOAUTH during the connection's set-up with a PING that
@@ -271,5 +272,5 @@ def client_url(client: Redis) -> str:
     return f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
-# What the slot master's CLUSTER SLOTS calls take from the queue's connections.
+# What a Master's questions (CLUSTER SLOTS, SENTINEL ...) take from the queue's connections.
 _SLOTS_KWARGS = frozenset({"username", "password", "socket_timeout", "socket_connect_timeout", "credential_provider"})

@@ -46,7 +46,8 @@ class Queue:
     """A named job queue on one Redis server (or cluster hash slot).
 
     ``url`` defaults to ``$AIOTASKQ_REDIS_URL``, then ``redis://localhost:6379/0``; a
-    Redis Cluster is ``redis+cluster://host:port[,host:port...]`` (docs/scaling.md). Pass
+    Redis Cluster is ``redis+cluster://host:port[,host:port...]``, a master behind Sentinel
+    ``redis+sentinel://host:port[,...]/<service>[/db]`` (docs/scaling.md). Pass
     ``redis`` to share an existing ``redis.asyncio.Redis`` client, or a
     ``redis.asyncio.RedisCluster`` whose nodes and credentials the queue then uses (neither
     may decode responses). Succeeded and cancelled jobs are kept for ``keep_result``
