@@ -23,7 +23,15 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, ClusterDownError, MovedError, ReadOnlyError, RedisError, TryAgainError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -122,14 +130,29 @@ class _Refused(Exception):
     """Carries an error that must not be retried past Retry (see QueueRetry)."""
 
 
-_TRANSLATED = (
-    RuntimeError, MovedError, ClusterDownError, TryAgainError, ReadOnlyError, RedisConnectionError, RedisTimeoutError,
-    OSError,
-)  # fmt: skip
+_TRANSLATED = (RuntimeError, ResponseError, RedisConnectionError, RedisTimeoutError, OSError)
+_CLUSTER_CODES: Final = {"MOVED": MovedError, "CLUSTERDOWN": ClusterDownError, "TRYAGAIN": TryAgainError}
+
+
+def cluster_error(exc: BaseException) -> BaseException:
+    """A cluster reply as its own error class: redis-py before 6 parses MOVED, CLUSTERDOWN and
+    TRYAGAIN so only for its cluster client, and a plain connection gets a ResponseError."""
+    if type(exc) is ResponseError:
+        code, _, rest = str(exc).partition(" ")
+        cls = _CLUSTER_CODES.get(code)
+        if cls is MovedError:
+            return MovedError(rest)
+        if cls is not None:
+            return cls(str(exc))
+    return exc
 
 
 def _translate(exc: BaseException, master: Master | None) -> BaseException:
     """What QueueRetry raises for ``exc`` (``exc`` itself when nothing changes)."""
+    original, exc = exc, cluster_error(exc)
+    if isinstance(exc, ResponseError) and not isinstance(exc, MovedError | ClusterDownError | TryAgainError |
+                                                         ReadOnlyError):  # fmt: skip
+        return original
     if isinstance(exc, RuntimeError):
         if not _closed_transport(exc):
             return exc
@@ -137,7 +160,7 @@ def _translate(exc: BaseException, master: Master | None) -> BaseException:
             master.suspect()
         return RedisConnectionError(f"connection closed by the server ({exc})")
     if master is None:
-        return _Refused(cluster_url_needed(exc)) if isinstance(exc, MovedError) else exc
+        return _Refused(cluster_url_needed(exc)) if isinstance(exc, MovedError) else original
     if isinstance(exc, MovedError):
         if not master.follows(int(exc.slot_id)):
             return exc  # a key of another slot, through queue.redis: not the queue's, and not retried
@@ -146,7 +169,7 @@ def _translate(exc: BaseException, master: Master | None) -> BaseException:
     master.suspect()
     if isinstance(exc, ClusterDownError | TryAgainError | ReadOnlyError):
         return RedisConnectionError(f"the master moved: {exc}")
-    return exc
+    return original
 
 
 def cluster_url_needed(exc: MovedError) -> ClusterUrlNeeded:
@@ -243,8 +266,8 @@ def client_from_cluster(cluster: RedisCluster, prefix: str) -> Redis:
     kw = cluster.connection_kwargs
     if kw.get("decode_responses"):
         raise ValueError("redis: the client must be created with decode_responses=False")
-    seeds = [(n.host, int(n.port)) for n in [*cluster.startup_nodes, *cluster.get_nodes()]]
-    master = _cluster.SlotOwner(list(dict.fromkeys(seeds)), _cluster.slot_of(prefix))
+    seeds = cluster_nodes(cluster)
+    master = _cluster.SlotOwner(seeds, _cluster.slot_of(prefix))
     own = {k: v for k, v in kw.items() if k in _SLOTS_KWARGS or k.startswith("ssl_") or k == "connection_class"}
     host, port = seeds[0]
     pool = WaitingPool(
@@ -254,6 +277,13 @@ def client_from_cluster(cluster: RedisCluster, prefix: str) -> Redis:
     )  # fmt: skip
     _to_master(pool, master)
     return Redis.from_pool(pool)
+
+
+def cluster_nodes(cluster: RedisCluster) -> list[tuple[str, int]]:
+    """The nodes a RedisCluster client was given, then those it found (redis-py 5 keeps the
+    given ones in its nodes manager only)."""
+    given = getattr(cluster, "startup_nodes", None) or list(cluster.nodes_manager.startup_nodes.values())
+    return list(dict.fromkeys((n.host, int(n.port)) for n in [*given, *cluster.get_nodes()]))
 
 
 def client_url(client: Redis) -> str:

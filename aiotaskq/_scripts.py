@@ -15,8 +15,9 @@ from typing import Any, Final, NamedTuple, cast
 import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import MovedError, NoScriptError, RedisError, ResponseError
 
+from ._connection import cluster_error
 from ._keys import Keys
 from .errors import AiotaskqError
 
@@ -128,15 +129,28 @@ class Scripts:
                 self._replicated(out.pop(), [calls[i] for i in todo])
             missing = []
             for i, res in zip(todo, out, strict=True):
-                results[i] = res
-                if isinstance(res, NoScriptError):
+                results[i] = cluster_error(res) if isinstance(res, ResponseError) else res
+                if self._run_again(results[i]):
                     missing.append(i)
             if not missing:
                 break
-            for name in {calls[i].script for i in missing}:
+            if any(isinstance(results[i], MovedError) for i in missing):
+                await self.redis.connection_pool.disconnect(inuse_connections=False)  # reconnect to the new master
+            for name in {calls[i].script for i in missing if isinstance(results[i], NoScriptError)}:
                 await self.redis.script_load(self._script(name).script)
             todo = missing
         return results
+
+    def _run_again(self, res: Any) -> bool:
+        """Whether a call's result says it did not run and may run again: NOSCRIPT (the script
+        is loaded first), or MOVED for the queue's own slot (its Master then names the new one)."""
+        if isinstance(res, NoScriptError):
+            return True
+        master = self.redis.connection_pool.connection_kwargs.get("master")
+        if isinstance(res, MovedError) and master is not None and master.follows(int(res.slot_id)):
+            master.moved(res.host, int(res.port))
+            return True
+        return False
 
     def _queue_name(self) -> str:
         return self.keys.prefix.split("{", 1)[-1].rsplit("}", 1)[0]

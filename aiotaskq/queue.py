@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 from . import hooks as _hooks
 from . import schedule as _schedule
 from ._batcher import Batcher
-from ._connection import client_from_cluster, client_from_url, client_url
+from ._connection import client_from_cluster, client_from_url, client_url, cluster_nodes
 from ._keys import Keys, validate_queue_name
 from ._limits import check_byte_limit, check_keep, check_wait, keep_ms
 from ._listener import Listener
@@ -85,7 +85,7 @@ class Queue:
         self._redis = None if self._cluster is not None else cast(Redis | None, redis)
         self._own_redis = self._redis is None
         if self._cluster is not None:
-            self._url = "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in self._cluster.startup_nodes)
+            self._url = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in cluster_nodes(self._cluster))
             self._redis = client_from_cluster(self._cluster, self.keys.prefix)  # checks decode_responses
         elif self._redis is not None:
             if self._redis.connection_pool.connection_kwargs.get("decode_responses"):

@@ -198,9 +198,15 @@ def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(
             await proxy.cut("reset")
             await proxy.restore()
             await asyncio.sleep(0.05)  # uvloop sees the reset and closes the transports
-            assert await q.redis.ping()  # a RuntimeError before
+            # A RuntimeError before. redis-py 6 and later retry the command on a new connection;
+            # redis-py 5 raises the ConnectionError and reconnects on the next call.
+            with contextlib.suppress(RedisConnectionError):
+                await q.redis.ping()
+            assert await q.redis.ping()
             assert await q.enqueue("t", job_id="after-reset") is not None
-            await sub.subscribe("conn-uvloop-2")  # the pub/sub connection too
+            with contextlib.suppress(RedisConnectionError):
+                await sub.subscribe("conn-uvloop-2")  # the pub/sub connection too
+            await sub.subscribe("conn-uvloop-2")
             assert await q.redis.pubsub_numsub("conn-uvloop-2") == [(b"conn-uvloop-2", 1)]
             await sub.aclose()  # type: ignore[no-untyped-call]
         finally:

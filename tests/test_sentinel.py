@@ -120,7 +120,7 @@ async def test_durable_enqueue_raises_instead_of_acknowledging_what_a_failover_l
         os.kill(replica.process.pid, signal.SIGSTOP)
         try:
             # the master's side of the replication link closed: what follows never leaves the master
-            await plain.redis.client_kill_filter(_type="replica")
+            await plain.redis.client_kill_filter(_type="slave")  # "replica" is refused by redis-py 5
             assert await plain.enqueue("t", job_id="acknowledged") is not None
             started = time.monotonic()
             with pytest.raises(NotReplicated, match="0 of 1 replica"):
