@@ -197,7 +197,12 @@ def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(
             await sub.subscribe("conn-uvloop")
             await proxy.cut("reset")
             await proxy.restore()
-            await asyncio.sleep(0.05)  # uvloop sees the reset and closes the transports
+
+            def transports_closed() -> bool:  # uvloop has seen the reset: the next write is the case under test
+                conns = [*q.redis.connection_pool._available_connections, sub.connection]
+                return all(c is None or c._writer is None or c._writer.transport.is_closing() for c in conns)
+
+            await wait_for(transports_closed, 5, "uvloop to close the reset connections")
             # A RuntimeError before. redis-py 6 and later retry the command on a new connection;
             # redis-py 5 raises the ConnectionError and reconnects on the next call.
             with contextlib.suppress(RedisConnectionError):
