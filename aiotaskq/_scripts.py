@@ -146,8 +146,10 @@ class Scripts:
         is loaded first), or MOVED for the queue's own slot (its Master then names the new one)."""
         if isinstance(res, NoScriptError):
             return True
+        if not isinstance(res, MovedError):
+            return False
         master = self.redis.connection_pool.connection_kwargs.get("master")
-        if isinstance(res, MovedError) and master is not None and master.follows(int(res.slot_id)):
+        if master is not None and master.follows(int(res.slot_id)):
             master.moved(res.host, int(res.port))
             return True
         return False
