@@ -33,24 +33,6 @@ def test_cluster_urls_name_every_seed_node(url: str, plain: str, seeds: list[tup
     assert parse_cluster_url(url) == (plain, seeds)
 
 
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("redis+cluster://h1:1,h2", "'h2' is not host:port"),
-        ("redis+cluster://h1:1/2", "database 0 only"),
-        ("redis+cluster://", "'' is not host:port"),
-    ],
-)
-def test_a_bad_cluster_url_is_a_value_error_at_once(url: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        Queue("q", url=url).redis  # noqa: B018 - the client is made (and the URL parsed) on first use
-
-
-def test_a_cluster_url_password_is_never_shown() -> None:
-    q = Queue("q", url="redis+cluster://:s3cret@h1:1,h2:2")
-    assert q.url == "redis+cluster://:***@h1:1,h2:2" and "s3cret" not in repr(q)
-
-
 def queue_on(cluster: LocalCluster, master: int, stem: str) -> str:
     """A queue name whose slot the master at port ``master`` serves."""
     for i in range(10_000):

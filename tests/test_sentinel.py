@@ -33,24 +33,6 @@ def test_sentinel_urls_name_the_sentinels_the_service_and_the_db(url: str, parse
     assert parse_sentinel_url(url) == parsed
 
 
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("redis+sentinel://h1:1", "expected /<service name>"),
-        ("redis+sentinel://h1:1/svc/x", "must be a number"),
-        ("redis+sentinel://h1/svc", "'h1' is not host:port"),
-    ],
-)
-def test_a_bad_sentinel_url_is_a_value_error_at_once(url: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        Queue("q", url=url).redis  # noqa: B018 - the client is made (and the URL parsed) on first use
-
-
-def test_a_sentinel_url_password_is_never_shown() -> None:
-    q = Queue("q", url="redis+sentinel://:s3cret@h1:1/svc/0")
-    assert q.url == "redis+sentinel://:***@h1:1/svc/0" and "s3cret" not in repr(q)
-
-
 @pytest.fixture
 def sentinel() -> Iterator[LocalSentinel]:
     with LocalSentinel(replicas=1, down_after_ms=1000) as s:
