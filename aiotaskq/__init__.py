@@ -1,25 +1,40 @@
 """aiotaskq: an asyncio-native background job queue backed by Redis."""
 
+__version__ = "0.1.0"  # the package's version (pyproject.toml reads it from here)
+
 from ._connection import ClusterUrlNeeded, NoConnectionAvailable
 from ._limits import KEEP_FOREVER
 from ._scripts import NotReplicated
 from .context import JobContext, current_job
-from .errors import AiotaskqError, CorruptResult, JobCancelled, JobFailed, JobNotFound, Retry, StorageLayoutError
+from .errors import (
+    AiotaskqError,
+    CorruptResult,
+    DependencyFailed,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    PayloadTooLarge,
+    Retry,
+    StorageLayoutError,
+)
 from .hooks import JobOutcome
-from .job import Job, JobInfo, JobStatus
+from .job import Group, Job, JobInfo, JobStatus
 from .pool import Pool
-from .queue import PayloadTooLarge, Queue
+from .queue import Queue
 from .retry import Backoff
 from .schedule import ScheduleInfo
-from .task import BoundTask, Task
+from .task import BoundTask, Call, Task
 
 __all__ = [
     "KEEP_FOREVER",
     "AiotaskqError",
     "Backoff",
     "BoundTask",
+    "Call",
     "ClusterUrlNeeded",
     "CorruptResult",
+    "DependencyFailed",
+    "Group",
     "Job",
     "JobCancelled",
     "JobContext",

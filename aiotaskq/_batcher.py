@@ -22,7 +22,7 @@ FLIGHTS: Final = 2
 MAX_JOBS: Final = 100
 MAX_BYTES: Final = 1 << 20
 
-_Waiter = tuple[EnqueueJob, "asyncio.Future[int]"]
+_Waiter = tuple[EnqueueJob, "asyncio.Future[int | bytes]"]
 
 
 class Batcher:
@@ -35,8 +35,9 @@ class Batcher:
         self._waiting: deque[_Waiter] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def enqueue(self, job: EnqueueJob) -> int:
-        """Enqueue one job: 1 written, 0 deduplicated (see enqueue.lua)."""
+    async def enqueue(self, job: EnqueueJob) -> int | bytes:
+        """Enqueue one job: 1 written, 0 deduplicated, ``missing:<id>`` for a parent that is
+        no job (see enqueue.lua)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a queue used again under a new loop: the old one's calls are gone
             self._loop, self._in_flight, self._waiting, self._tasks = loop, 0, deque(), set()
@@ -44,10 +45,10 @@ class Batcher:
             self._in_flight += 1
             try:
                 (code,) = await self._scripts.run(self._scripts.enqueue((job,)))
-                return int(code)
+                return _code(code)
             finally:
                 self._landed()
-        waiter: asyncio.Future[int] = loop.create_future()
+        waiter: asyncio.Future[int | bytes] = loop.create_future()
         self._waiting.append((job, waiter))
         return await waiter  # a cancelled waiter is skipped when its batch is made
 
@@ -91,6 +92,10 @@ class Batcher:
         else:
             for (_, waiter), code in zip(batch, codes, strict=True):
                 if not waiter.done():
-                    waiter.set_result(int(code))
+                    waiter.set_result(_code(code))
         finally:
             self._landed()
+
+
+def _code(code: int | bytes) -> int | bytes:
+    return code if isinstance(code, bytes) else int(code)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import logging
 import traceback
 import typing
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import msgspec
@@ -19,10 +20,10 @@ import msgspec
 from ._limits import keep_ms
 from ._scripts import Outcome, Scripts
 from .context import JobContext, _current
-from .errors import Retry
-from .hooks import AfterJob, BeforeJob, JobOutcome, hook_name
+from .errors import CorruptResult, JobCancelled, Retry, job_failed
+from .hooks import AfterJob, BeforeJob, JobOutcome, OutcomeStatus, hook_name
 from .hooks import call as call_hook
-from .job import decode_payload, encode_result
+from .job import _WITH_META, GROUP_META, decode_payload, decode_typed_result, encode_result, payload_meta
 from .task import Task
 
 log = logging.getLogger("aiotaskq")
@@ -45,6 +46,7 @@ class Claimed:
     timeout: float | None
     pool_id: str
     enqueued_ms: bytes = b""  # enqueue time, epoch ms as sent by the claim (parsed when asked for)
+    due_ms: bytes = b""  # due time of this attempt (a delay, a retry's backoff), epoch ms; b"": when enqueued
     stop_reason: str | None = None  # "abort", "shutdown" or "lost" once cancelled by the pool
     worker: asyncio.Task[Any] | None = None  # the worker task while the attempt runs
     cancels: int = 0  # cancellations stop() sent to that task
@@ -75,6 +77,24 @@ class _BadInput(Exception):
     """The job cannot run: its text becomes the job's error; no retry helps."""
 
 
+class JobObserver(Protocol):
+    """Watches a pool's attempts: ``Executor.observer`` (None by default: the job path then
+    tests that one attribute, nothing more). ``aiotaskq.metrics`` is one; tracing can be another.
+
+    ``job_started(job)`` is called as the attempt begins (before its arguments are decoded and
+    its before_job hooks run), in the worker task that runs it, and what it returns is handed
+    back to ``job_ended(job, status, token, error)`` once the attempt ended (after its after_job
+    hooks), in the same task: ``status`` is what ``JobOutcome.status`` says, "succeeded",
+    "retrying", "failed", "cancelled" or "interrupted" (the pool cut the attempt short:
+    shutdown, lost, or the pool itself cancelled), and ``error`` what the attempt raised (None
+    when nothing did). Both run on every job's path: keep them to a few plain operations. An
+    error in them is logged and the job goes on."""
+
+    def job_started(self, job: Claimed) -> Any: ...
+
+    def job_ended(self, job: Claimed, status: OutcomeStatus, token: Any, error: BaseException | None) -> None: ...
+
+
 class Executor:
     """Runs jobs of one queue's registry; builds the finishing call of each attempt."""
 
@@ -88,6 +108,7 @@ class Executor:
         self.state = SimpleNamespace()
         self.before_job: tuple[BeforeJob, ...] = ()
         self.after_job: tuple[AfterJob, ...] = ()
+        self.observer: JobObserver | None = None
 
     def run(self, job: Claimed) -> Coroutine[Any, Any, Outcome | None]:
         """Run one attempt (await what it returns); its outcome to record (None: drop it).
@@ -95,9 +116,29 @@ class Executor:
         (A plain method: a coroutine frame per job, to wrap the after_job hooks, cost more
         than the job's context; it is only there when there are such hooks.)"""
         ctx = JobContext(job, self)
+        if self.observer is not None:
+            return self._run_observed(job, ctx, self.observer)
         if self.after_job:
             return self._run_with_after_hooks(job, ctx)
         return self._attempt(job, ctx)
+
+    async def _run_observed(self, job: Claimed, ctx: JobContext, observer: JobObserver) -> Outcome | None:
+        """``run`` told to an observer (see JobObserver)."""
+        token = None
+        try:
+            token = observer.job_started(job)
+        except Exception:  # an observer's bug must not cost the job (nor the pool)
+            log.exception("job observer %r failed on the start of job %s", observer, job.id)
+        status: OutcomeStatus = "interrupted"  # unless it returns: the pool itself cancelled it
+        try:
+            outcome = await (self._run_with_after_hooks(job, ctx) if self.after_job else self._attempt(job, ctx))
+            status = _status(job, outcome)
+            return outcome
+        finally:
+            try:
+                observer.job_ended(job, status, token, ctx._error)
+            except Exception:
+                log.exception("job observer %r failed on the end of job %s", observer, job.id)
 
     async def _run_with_after_hooks(self, job: Claimed, ctx: JobContext) -> Outcome | None:
         try:
@@ -113,7 +154,10 @@ class Executor:
         token = _current.set(ctx)
         try:
             task = self._task(job)
-            args, kwargs = self._arguments(task, job)
+            if job.payload[:1] == _WITH_META and GROUP_META in (meta := payload_meta(job.payload)):
+                args, kwargs = await self._callback_arguments(task, job, meta[GROUP_META])
+            else:
+                args, kwargs = self._arguments(task, job)
             if job.stop_reason is not None:  # stopped before it started: do not start it
                 return self._stopped(job)
             try:
@@ -176,7 +220,9 @@ class Executor:
             raise _BadInput(f"UnknownTask: no task named {job.task!r} is registered in this worker")
         return task
 
-    def _arguments(self, task: Task[Any, Any], job: Claimed) -> tuple[list[Any], dict[str, Any]]:
+    def _arguments(
+        self, task: Task[Any, Any], job: Claimed, lead: list[Any] | None = None
+    ) -> tuple[list[Any], dict[str, Any]]:
         try:
             args, kwargs = decode_payload(job.payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -184,7 +230,42 @@ class Executor:
         params = self._params.get(task.name)
         if params is None:
             params = self._params[task.name] = _Params(task.fn)
-        return params.convert(args, kwargs)
+        return params.convert(args if lead is None else [lead, *args], kwargs)
+
+    async def _callback_arguments(
+        self, task: Task[Any, Any], job: Claimed, spec: str
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """A group's callback: its members' results (collected in gres:<id> by the scripts, see
+        settle_dependents in _lib.lua) in call order, as its first argument. They are converted
+        to its first parameter's annotation like any argument; with return_exceptions, a failed
+        member's JobFailed (a cancelled one's JobCancelled) takes its place and the members'
+        values come typed by their own tasks' return annotations instead."""
+        try:
+            group = json.loads(spec)
+            members = [(str(i), str(t)) for i, t in group["members"]]
+            errors = bool(group.get("errors"))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _BadInput(f"BadPayload: the group of this callback could not be read: {exc}") from None
+        key = self.scripts.keys.prefix + "gres:" + job.id
+        stored: list[bytes | None] = await self.scripts.redis.hmget(key, [i for i, _ in members])  # type: ignore[assignment]
+        results: list[Any] = []
+        for (member, name), raw in zip(members, stored, strict=True):
+            if raw is None:
+                raise _BadInput(f"GroupResultsMissing: no result of member {member!r} was found (deleted by hand?)")
+            if raw[:1] == b"E":
+                status, _, error = raw[1:].decode(errors="replace").partition("\n")
+                results.append(JobCancelled(member) if status == "cancelled" else job_failed(member, error))
+                continue
+            known = self.tasks.get(name) if errors else None
+            try:
+                results.append(decode_typed_result(member, raw[1:], known._result_type if known else Any))
+            except CorruptResult as exc:
+                raise _BadInput(f"BadPayload: the result of member {member!r} could not be decoded: {exc}") from None
+        if not errors:
+            return self._arguments(task, job, results)
+        args, kwargs = self._arguments(task, job, [])  # the errors fit no annotation: the list goes in as it is
+        args[0] = results
+        return args, kwargs
 
     async def _call(self, task: Task[Any, Any], job: Claimed, args: list[Any], kwargs: dict[str, Any]) -> Any:
         timeout = job.timeout
@@ -228,15 +309,15 @@ class Executor:
             _current.reset(token)
 
     def _outcome_for_hooks(self, job: Claimed, ctx: JobContext, out: Outcome | None) -> JobOutcome:
-        if out is None or out.kind == "requeue":
-            return JobOutcome("interrupted")
-        if out.kind == "succeeded":
-            return JobOutcome("succeeded", result=ctx._result)
-        if out.kind == "cancelled":
-            return JobOutcome("cancelled")
-        if _will_retry(job, out.n):
-            return JobOutcome("retrying", error=ctx._error, retry_in=out.n / 1000)
-        return JobOutcome("failed", error=ctx._error)
+        status = _status(job, out)
+        if status == "succeeded":
+            return JobOutcome(status, result=ctx._result)
+        if status == "retrying":
+            assert out is not None
+            return JobOutcome(status, error=ctx._error, retry_in=out.n / 1000)
+        if status == "failed":
+            return JobOutcome(status, error=ctx._error)
+        return JobOutcome(status)
 
     def _succeeded(self, task: Task[Any, Any], job: Claimed, result: Any) -> Outcome:
         try:
@@ -274,6 +355,15 @@ class Executor:
         return Outcome(
             "fail", job.id, job.pool_id, job.attempt, _utf8(error[:_MAX_ERROR]), _utf8(tb[-_MAX_TRACEBACK:]), retry_ms
         )
+
+
+def _status(job: Claimed, out: Outcome | None) -> OutcomeStatus:
+    """How the attempt ended, as JobOutcome.status says it, from the outcome to record."""
+    if out is None or out.kind == "requeue":
+        return "interrupted"
+    if out.kind == "fail":
+        return "retrying" if _will_retry(job, out.n) else "failed"
+    return "succeeded" if out.kind == "succeeded" else "cancelled"
 
 
 def _will_retry(job: Claimed, retry_ms: int) -> bool:

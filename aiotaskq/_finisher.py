@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 from redis.exceptions import RedisError
 
+from ._outage import Outage
 from ._scripts import Outcome, Scripts
 
 log = logging.getLogger("aiotaskq")
@@ -78,15 +79,14 @@ class Finisher:
 
     async def _write(self, batch: list[Outcome]) -> None:
         call = self.scripts.settle(batch)
-        delay = 0.05
+        outage = Outage(f"recording {len(batch)} job outcome(s)")
         while True:
             try:
                 codes = await self.scripts.run(call)
+                outage.ok()
                 break
             except (RedisError, OSError) as exc:
-                log.warning("could not record %d job outcome(s) (%s); retrying in %.2fs", len(batch), exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await anyio.sleep(outage.failed(exc))
         for outcome, code in zip(batch, codes, strict=True):
             _check(outcome, code)
 

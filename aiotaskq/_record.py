@@ -15,6 +15,8 @@ from typing import Final
 _STATUS: Final = {b"s": b"scheduled", b"q": b"queued", b"S": b"succeeded", b"F": b"failed", b"C": b"cancelled"}
 _RECORD: Final = (b"status", b"prio", b"retries", b"timeout", b"attempts", b"enq_at", b"due_at")
 _ACTIVE: Final = (b"pool", b"attempts", b"start_at", b"cancel", b"progress")
+# The optional sections of a record after its payload, each <letter><length>|<bytes>.
+_SECTIONS: Final = {ord("k"): b"key", ord("a"): b"after", ord("g"): b"group"}
 
 
 class BadRecord(ValueError):
@@ -28,13 +30,19 @@ def _bad(raw: bytes) -> BadRecord:
 def claimed_fields(job_id: bytes, attempt: bytes, raw: bytes) -> list[bytes]:
     """A job claim.lua returned: id, task, payload, attempt, max retries ('' = the task's
     default), timeout, enqueue time ms; [] for a record that does not parse."""
+    return claimed_row(job_id, attempt, raw)[:7]
+
+
+def claimed_row(job_id: bytes, attempt: bytes, raw: bytes) -> list[bytes]:
+    """``claimed_fields`` and then the due time ms ('' = when enqueued): what a pool starts
+    a claimed job from (the due time is what ``aiotaskq.metrics`` measures waits from)."""
     parts = raw.split(b"|", 9)
     try:
         tl, pl = int(parts[7]), int(parts[8])
     except (IndexError, ValueError):
         return []
     rest = parts[9]
-    return [job_id, rest[:tl], rest[tl : tl + pl], attempt, parts[2], parts[3], parts[5]]
+    return [job_id, rest[:tl], rest[tl : tl + pl], attempt, parts[2], parts[3], parts[5], parts[6]]
 
 
 def record(raw: bytes) -> dict[bytes, bytes]:
@@ -50,7 +58,7 @@ def record(raw: bytes) -> dict[bytes, bytes]:
     out[b"status"] = _STATUS[parts[0]]
     rest = parts[9]
     out[b"task"], out[b"payload"] = rest[:tl], rest[tl : tl + pl]
-    tail = rest[tl + pl :]
+    tail = _sections(rest[tl + pl :], out, raw)
     if tail:  # the last failure of a job waiting for its retry
         le, _, body = tail.partition(b"|")
         if not le.isdigit():
@@ -58,6 +66,33 @@ def record(raw: bytes) -> dict[bytes, bytes]:
         _put(out, b"error", body[: int(le)])
         _put(out, b"tb", body[int(le) :])
     return out
+
+
+def _sections(tail: bytes, out: dict[bytes, bytes], raw: bytes) -> bytes:
+    """Read the optional sections at the head of ``tail`` into ``out``; what follows them."""
+    while tail and tail[0] in _SECTIONS:
+        n, sep, body = tail[1:].partition(b"|")
+        if not sep or not n.isdigit():
+            raise _bad(raw)
+        out[_SECTIONS[tail[0]]] = body[: int(n)]
+        tail = body[int(n) :]
+    return tail
+
+
+def parents(blob: bytes) -> list[bytes]:
+    """The job ids of a record's ``after`` section (each ``<length>:<id>``)."""
+    ids, i = [], 0
+    while i < len(blob):
+        colon = blob.index(b":", i)
+        n = int(blob[i:colon])
+        ids.append(blob[colon + 1 : colon + 1 + n])
+        i = colon + 1 + n
+    return ids
+
+
+def encode_parents(ids: list[str]) -> str:
+    """The ``after`` section of a job with these parents (lengths in bytes)."""
+    return "".join(f"{len(i.encode())}:{i}" for i in ids)
 
 
 def active(raw: bytes) -> dict[bytes, bytes]:
@@ -124,6 +159,9 @@ def encode_record(f: dict[bytes, bytes]) -> bytes:
     head = [code] + [f.get(name, b"") for name in _RECORD[1:]]
     task, payload = f.get(b"task", b""), f.get(b"payload", b"")
     out = b"|".join([*head, str(len(task)).encode(), str(len(payload)).encode()]) + b"|" + task + payload
+    for letter, name in _SECTIONS.items():
+        if value := f.get(name, b""):
+            out += bytes([letter]) + str(len(value)).encode() + b"|" + value
     err, tb = f.get(b"error", b""), f.get(b"tb", b"")
     if err or tb:
         out += str(len(err)).encode() + b"|" + err + tb

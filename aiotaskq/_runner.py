@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import anyio
 from redis.exceptions import RedisError
@@ -19,13 +19,28 @@ from redis.exceptions import RedisError
 from ._connection import ClusterUrlNeeded
 from ._executor import Claimed, Executor
 from ._finisher import Finisher
+from ._outage import Outage
 from ._presence import Presence
-from ._record import claimed_fields
+from ._record import claimed_row
+from ._slots import Slots
 from .errors import StorageLayoutError
 from .queue import Queue
 
-if TYPE_CHECKING:
-    from .pool import Pool
+
+class PoolSide(Protocol):
+    """What a QueueRunner uses of its pool (aiotaskq/pool.py's Pool is one): its settings, its
+    worker slots, and the hand-off of a claimed job to a worker."""
+
+    slots: Slots
+    concurrency: int
+    batch_size: int
+    poll_interval: float
+    heartbeat_interval: float
+    stale_timeout: float
+    crash_detection: bool
+
+    def start_job(self, runner: QueueRunner, job: Claimed, *, reserved: bool = False) -> None: ...
+
 
 log = logging.getLogger("aiotaskq")
 
@@ -44,7 +59,7 @@ class QueueRunner:
     """Everything a pool does for one queue. Its pool id changes if the pool
     was declared dead and registers afresh."""
 
-    def __init__(self, pool: Pool, queue: Queue) -> None:
+    def __init__(self, pool: PoolSide, queue: Queue) -> None:
         self.pool = pool
         self.queue = queue
         self.pool_id = new_pool_id()
@@ -64,7 +79,7 @@ class QueueRunner:
     def _info(self) -> str:
         return json.dumps({
             "host": socket.gethostname(), "pid": os.getpid(), "concurrency": self.pool.concurrency,
-            "started": self.started, "running": len(self.running),
+            "started": self.started, "running": len(self.running), "stale_timeout": self.pool.stale_timeout,
         })  # fmt: skip
 
     async def register(self, pool_id: str | None = None) -> None:
@@ -84,6 +99,7 @@ class QueueRunner:
             if q.tasks:
                 await q.redis.hset(q.keys.tasks, mapping={n: t.retries for n, t in q.tasks.items()})
                 await q.redis.hset(q.keys.keep, mapping={n: q._keep_ms(t) for n, t in q.tasks.items()})
+                await _publish_limits(q)
             await q.scripts.heartbeat(pool_id, register=True, info=self._info(), ttl_ms=ttl,
                                       alive_ms=self.presence.alive_ms)  # fmt: skip
 
@@ -186,7 +202,7 @@ class QueueRunner:
 
     async def _claim_loop(self) -> None:
         pool = self.pool
-        delay = 0.05
+        outage = Outage(f"claim on queue {self.queue.name!r}")
         while True:
             try:
                 if time.monotonic() >= self._next_reconcile:
@@ -206,11 +222,9 @@ class QueueRunner:
                     wait = pool.poll_interval if next_due_ms < 0 else min(pool.poll_interval, next_due_ms / 1000)
                     await self._wait_inbox(pool_id, wait, alarm=next_due_ms >= 0)
             except (RedisError, OSError) as exc:
-                log.warning("claim on queue %r failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await anyio.sleep(outage.failed(exc))
                 continue
-            delay = 0.05
+            outage.ok()
 
     async def _claim(self, pool_id: str, want: int, *, split: bool) -> tuple[int, list[Any], bool]:
         """Claim up to ``want`` jobs and start them. Returns the jobs found, a reply (the
@@ -234,7 +248,8 @@ class QueueRunner:
             nonlocal started
             try:
                 out = await self.queue.scripts.claim(pool_id, size, register=parts == 1,
-                                                     alive_ms=self.presence.alive_ms)  # fmt: skip
+                                                     alive_ms=self.presence.alive_ms,
+                                                     keep_ms=self.executor.keep_ms)  # fmt: skip
                 replies.append(out)
                 n, no_room = self._start_claimed(out, pool_id, size)
                 started += n
@@ -290,7 +305,7 @@ class QueueRunner:
                 raise failed
         rec = cast(bytes, reply[1]) if reply is not None else b""
         if rec:  # b"": a wake-up entry
-            _, no_room = self._start_jobs([_record_fields(rec)], pool_id, 0)
+            _, no_room = self._start_jobs([_inbox_row(rec)], pool_id, 0)
             await self._give_back(no_room)
             # Let the worker start the job before this loop packs and sends its next claim:
             # that is on the job's enqueue-to-start latency otherwise.
@@ -321,8 +336,8 @@ class QueueRunner:
         """Start what a claim returned: records from the inbox, then claimed jobs."""
         handed = int(out[2])
         body = out[3 + handed :]
-        rows = [_record_fields(r) for r in out[3 : 3 + handed]]
-        rows += [claimed_fields(body[i], body[i + 1], body[i + 2]) for i in range(0, len(body) - 2, 3)]
+        rows = [_inbox_row(r) for r in out[3 : 3 + handed]]
+        rows += [claimed_row(body[i], body[i + 1], body[i + 2]) for i in range(0, len(body) - 2, 3)]
         return self._start_jobs(rows, pool_id, reserved)
 
     def _start_jobs(self, rows: list[list[bytes]], pool_id: str, reserved: int) -> tuple[int, list[Claimed]]:
@@ -331,7 +346,7 @@ class QueueRunner:
         slot (handed over to a pool on several queues: it registers its free slots on each)."""
         no_room = []
         n = 0
-        for job_id, task, payload, attempts, retries, timeout, enqueued in filter(None, rows):
+        for job_id, task, payload, attempts, retries, timeout, enqueued, due in filter(None, rows):
             job = Claimed(
                 id=job_id.decode(),
                 task=task.decode("utf-8", "replace"),
@@ -341,6 +356,7 @@ class QueueRunner:
                 timeout=_number(timeout, float) or self._task_timeout(task),
                 pool_id=pool_id,
                 enqueued_ms=enqueued,
+                due_ms=due,
             )
             if n < reserved:
                 n += 1
@@ -374,6 +390,15 @@ def _jobs_in(out: list[Any]) -> int:
     each, then the claimed jobs, three fields each (id, attempt, record)."""
     handed = int(out[2])
     return handed + (len(out) - 3 - handed) // 3
+
+
+def _inbox_row(rec: bytes) -> list[bytes]:
+    """The fields of an inbox record, then its due time: '' (when enqueued), as the hand-off
+    only ever gives a pool jobs due at once (see enqueue_job in _lib.lua)."""
+    fields = _record_fields(rec)
+    if fields:
+        fields.append(b"")
+    return fields
 
 
 def _record_fields(rec: bytes) -> list[bytes]:
@@ -412,15 +437,32 @@ def _number(raw: bytes | None, kind: type[int] | type[float]) -> Any:
 
 
 async def retrying(fn: Callable[[], Any], what: str) -> None:
-    """Call ``fn`` until Redis answers, backing off (0.05 s doubling to 5 s)."""
-    delay = 0.05
+    """Call ``fn`` until Redis answers, backing off (see _outage.py)."""
+    outage = Outage(what)
     while True:
         try:
             await fn()
+            outage.ok()
             return
         except ClusterUrlNeeded:
             raise  # a wrong URL: waiting does not fix it
         except (RedisError, OSError) as exc:
-            log.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await anyio.sleep(outage.failed(exc))
+
+
+async def _publish_limits(q: Queue) -> None:
+    """The rate limits and key concurrencies of the tasks this pool declares, for the claims
+    (``limits`` hash: task -> 'N/period ms'; ``keylimits``: task -> K); a task declared without
+    one loses the limit an older deploy set."""
+    limited = {n: f"{t.rate_limit[0]}/{t.rate_limit[1]}" for n, t in q.tasks.items() if t.rate_limit}
+    if limited:
+        await q.redis.hset(q.keys.limits, mapping=limited)  # type: ignore[arg-type]
+    free = [n for n, t in q.tasks.items() if not t.rate_limit]
+    if free:
+        await q.redis.hdel(q.keys.limits, *free)
+    keyed = {n: t.key_concurrency for n, t in q.tasks.items() if t.key_concurrency}
+    if keyed:  # the same for key_concurrency (``keylimits`` hash: task -> K)
+        await q.redis.hset(q.keys.keylimits, mapping=keyed)  # type: ignore[arg-type]
+    unkeyed = [n for n, t in q.tasks.items() if not t.key_concurrency]
+    if unkeyed:
+        await q.redis.hdel(q.keys.keylimits, *unkeyed)

@@ -21,6 +21,7 @@ import anyio
 import msgspec
 from redis.exceptions import RedisError
 
+from ._outage import Outage
 from ._runner import retrying
 from .cron import Plan, plan
 from .job import _Wakeup
@@ -32,7 +33,7 @@ log = logging.getLogger("aiotaskq")
 #: Due schedules planned and fired per round (one pipelined round trip).
 BATCH: Final = 100
 
-_FIRED, _ADVANCED, _STALE, _EARLY = 1, 2, 0, -1
+_FIRED, _ADVANCED, _STALE, _EARLY, _OVERLAP = 1, 2, 0, -1, 3
 _EARLY_RETRY_MS: Final = 10
 
 
@@ -45,6 +46,7 @@ class Scheduler:
         self.wakeup = _Wakeup()
         self.fired = 0  # ticks whose job this scheduler enqueued
         self.lost = 0  # ticks another pool fired first
+        self.skipped = 0  # ticks not run: the previous one's job was still pending (overlap=False)
         self._unreadable: set[tuple[str, bytes]] = set()
 
     async def run(self) -> None:
@@ -64,14 +66,13 @@ class Scheduler:
                 await listener.unsubscribe(q.keys.schedules_wake, self.wakeup)
 
     async def _loop(self) -> None:
-        delay = 0.05
+        outage = Outage(f"scheduler on queue {self.queue.name!r}")
         while True:
             try:
                 wait = await self.step()
-                delay = 0.05
+                outage.ok()
             except (RedisError, OSError) as exc:
-                log.warning("scheduler on queue %r failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-                wait, delay = delay, min(delay * 2, 5.0)
+                wait = outage.failed(exc)
             if wait > 0:
                 await self.wakeup.wait(min(wait, self.poll_interval))
 
@@ -86,6 +87,16 @@ class Scheduler:
             info = await upsert(self.queue, key, spec, now_ms=now)
             log.info("schedule %r on queue %r: %s, next run %s", key, self.queue.name, info.spec,
                      info.next_run.isoformat() if info.next_run else "none")  # fmt: skip
+            task = self.queue.tasks.get(key)
+            if task is not None and task.run_at_startup:
+                await self._run_at_startup(key, spec)
+
+    async def _run_at_startup(self, key: str, spec: Spec) -> None:
+        """One run of a ``run_at_startup`` task as the pool starts; pools starting together make one
+        (its id is deduplicated while the job is pending)."""
+        job = await self.queue._root.enqueue(spec.task, job_id=f"schedule:{key}:startup", priority=spec.priority)
+        if job is not None:
+            log.info("schedule %r on queue %r: run at startup as job %s", key, self.queue.name, job.id)
 
     async def step(self) -> float:
         """Fire one batch of due ticks; returns how long to sleep in seconds (0: look again at once)."""
@@ -100,7 +111,8 @@ class Scheduler:
             spec, p = out
             jid = job_id(key, p.fire_ms) if p.fire_ms is not None else ""
             calls.append(q.scripts.tick(key, seen, raw, p.fire_ms, p.next_ms, job_id=jid, task=spec.task,
-                                        payload=spec.payload, priority=spec.priority))  # fmt: skip
+                                        payload=spec.payload, priority=spec.priority,
+                                        overlap=spec.overlap))  # fmt: skip
             planned.append((key, seen, spec, p))
         soonest = next_in if next_in >= 0 else math.inf  # ms, from the server's now
         if not calls:
@@ -139,6 +151,11 @@ class Scheduler:
             self.lost += 1
             return
         if code == _EARLY:
+            return
+        if code == _OVERLAP:
+            self.skipped += 1
+            log.warning("schedule %r on queue %r: tick %s skipped: the previous tick's job is still pending "
+                        "(overlap=False)", key, name, _iso(p.fire_ms))  # fmt: skip
             return
         if p.fire_ms != seen:
             done = f"ran tick {_iso(p.fire_ms)}" if p.fire_ms is not None else "skipped them"

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from functools import cache
-from importlib import resources
 from typing import Any, Final, NamedTuple, cast
 
 import msgspec
@@ -19,6 +17,7 @@ from redis.exceptions import MovedError, NoScriptError, RedisError, ResponseErro
 
 from ._connection import cluster_error
 from ._keys import Keys
+from ._lua import source
 from .errors import AiotaskqError
 
 log = logging.getLogger("aiotaskq")
@@ -27,7 +26,9 @@ Arg = str | bytes | int | float
 # A job for enqueue.lua: its option set (task name, priority, retries, timeout, delay ms, due
 # time ms, each '' when not given; '1' when the ids are generated, else ''), id and payload
 # (msgpack [args, kwargs]).
-JobOptions = tuple[str, int, Arg, Arg, Arg, Arg, str]
+# task, priority, retries, timeout s, delay ms, due ms, generated id, expiry ms, key, parents,
+# group mode: an option group of enqueue.lua (see its header).
+JobOptions = tuple[str, int, Arg, Arg, Arg, Arg, str, str, str, str, str]
 EnqueueJob = tuple[JobOptions, str, bytes]
 _encoder = msgspec.msgpack.Encoder()
 # How long a claim or heartbeat keeps a pool alive when the caller does not say (script
@@ -57,14 +58,30 @@ class Call(NamedTuple):
     args: list[Arg]
 
 
-@cache
-def _source(name: str) -> str:
-    lua = resources.files(__package__).joinpath("lua")
-    return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
-
-
 def _ms(seconds: float | None) -> str:
     return "" if seconds is None else str(round(seconds * 1000))
+
+
+def enqueue_call(keys: Keys, jobs: Iterable[EnqueueJob]) -> Call:
+    """The enqueue.lua call for jobs of one queue (or shard): see Scripts.enqueue."""
+    args: list[Arg] = [keys.prefix]
+    last: JobOptions | None = None
+    count = 0  # where the current group's job count goes
+    for options, job_id, payload in jobs:
+        if options is not last and options != last:
+            args += options
+            count = len(args)
+            args.append(0)
+            last = options
+        args[count] = cast(int, args[count]) + 1
+        args += (job_id, payload)
+    return Call("enqueue", [keys.queued], args)
+
+
+def not_replicated(queue: str, confirmed: int, replicas: int, timeout_ms: int) -> NotReplicated:
+    return NotReplicated(f"queue {queue!r}: {confirmed} of {replicas} replica(s) confirmed the write within "
+                         f"{timeout_ms / 1000:g}s; the jobs are written on the master but not acknowledged: a "
+                         "failover now could lose them")  # fmt: skip
 
 
 class NotReplicated(AiotaskqError, RedisError):
@@ -93,7 +110,7 @@ class Scripts:
     def _script(self, name: str) -> AsyncScript:
         script = self._s.get(name)
         if script is None:
-            script = self._s[name] = self.redis.register_script(_source(name))
+            script = self._s[name] = self.redis.register_script(source(name))
         return script
 
     async def _call(self, name: str, keys: list[str], args: list[Arg]) -> Any:
@@ -113,25 +130,20 @@ class Scripts:
 
         Scripts missing from the server's cache (after a restart) are loaded and
         only the calls that hit NOSCRIPT run again, so no transition runs twice.
+        With ``wait``, replication is judged once every call ran (see ``_replicated``).
         """
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         durable = self.wait is not None and any(c.script in _DURABLE for c in calls)
+        confirmed: list[int] = []  # with durable: each round trip's WAIT answer, for the calls that ran in it
+        ran: list[Call] = []
         for _ in range(3):
-            pipe = self.redis.pipeline(transaction=False)
-            for i in todo:
-                c = calls[i]
-                pipe.evalsha(self._script(c.script).sha, len(c.keys), *c.keys, *c.args)
-            if durable:
-                pipe.wait(*cast(tuple[int, int], self.wait))
-            out = await pipe.execute(raise_on_error=False)
-            if durable:
-                self._replicated(out.pop(), [calls[i] for i in todo])
-            missing = []
-            for i, res in zip(todo, out, strict=True):
-                results[i] = cluster_error(res) if isinstance(res, ResponseError) else res
-                if self._run_again(results[i]):
-                    missing.append(i)
+            missing, replicas = await self._round(calls, todo, results, durable)
+            if durable and len(missing) < len(todo):
+                if isinstance(replicas, Exception):
+                    raise replicas
+                confirmed.append(int(replicas))
+                ran += [calls[i] for i in todo if i not in missing]
             if not missing:
                 break
             if any(isinstance(results[i], MovedError) for i in missing):
@@ -139,7 +151,29 @@ class Scripts:
             for name in {calls[i].script for i in missing if isinstance(results[i], NoScriptError)}:
                 await self.redis.script_load(self._script(name).script)
             todo = missing
+        if confirmed:
+            self._replicated(min(confirmed), ran)
         return results
+
+    async def _round(
+        self, calls: list[Call], todo: list[int], results: list[Any], durable: bool
+    ) -> tuple[list[int], Any]:
+        """One pipelined round trip of the calls ``todo`` (and a WAIT when ``durable``): their
+        results into ``results``; returns the calls to run again and the WAIT's answer."""
+        pipe = self.redis.pipeline(transaction=False)
+        for i in todo:
+            c = calls[i]
+            pipe.evalsha(self._script(c.script).sha, len(c.keys), *c.keys, *c.args)
+        if durable:
+            pipe.wait(*cast(tuple[int, int], self.wait))
+        out = await pipe.execute(raise_on_error=False)
+        replicas = out.pop() if durable else None
+        missing = []
+        for i, res in zip(todo, out, strict=True):
+            results[i] = cluster_error(res) if isinstance(res, ResponseError) else res
+            if self._run_again(results[i]):
+                missing.append(i)
+        return missing, replicas
 
     def _run_again(self, res: Any) -> bool:
         """Whether a call's result says it did not run and may run again: NOSCRIPT (the script
@@ -157,17 +191,15 @@ class Scripts:
     def _queue_name(self) -> str:
         return self.keys.prefix.split("{", 1)[-1].rsplit("}", 1)[0]
 
-    def _replicated(self, confirmed: Any, calls: list[Call]) -> None:
-        """After WAIT: fewer replicas than asked is NotReplicated for enqueues, a warning for outcomes."""
+    def _replicated(self, confirmed: int, calls: list[Call]) -> None:
+        """After WAIT (the fewest replicas any round trip's WAIT saw, once ``calls`` all ran):
+        fewer replicas than asked is NotReplicated for enqueues, a warning for outcomes."""
         replicas, timeout_ms = cast(tuple[int, int], self.wait)
-        if isinstance(confirmed, Exception):
-            raise confirmed
-        if int(confirmed) >= replicas:
+        if confirmed >= replicas:
             return
-        what = f"{int(confirmed)} of {replicas} replica(s) confirmed the write within {timeout_ms / 1000:g}s"
         if any(_DURABLE.get(c.script) for c in calls):
-            raise NotReplicated(f"queue {self._queue_name()!r}: {what}; the jobs are written on the master but "
-                                "not acknowledged: a failover now could lose them")  # fmt: skip
+            raise not_replicated(self._queue_name(), confirmed, replicas, timeout_ms)
+        what = f"{confirmed} of {replicas} replica(s) confirmed the write within {timeout_ms / 1000:g}s"
         log.warning("queue %r: %s (job outcomes: a failover now could lose them, and the jobs run again)",
                     self._queue_name(), what)  # fmt: skip
 
@@ -176,18 +208,7 @@ class Scripts:
     def enqueue(self, jobs: Iterable[EnqueueJob]) -> Call:
         """Enqueue jobs, each with its own option set (jobs in a row that share one are sent
         as a group). Returns one code per job: 1 written, 0 deduplicated."""
-        args: list[Arg] = [self.keys.prefix]
-        last: JobOptions | None = None
-        count = 0  # where the current group's job count goes
-        for options, job_id, payload in jobs:
-            if options is not last and options != last:
-                args += options
-                count = len(args)
-                args.append(0)
-                last = options
-            args[count] = cast(int, args[count]) + 1
-            args += (job_id, payload)
-        return Call("enqueue", [self.keys.queued], args)
+        return enqueue_call(self.keys, jobs)
 
     async def cancel(self, job_id: str, keep_ms: int, known: Sequence[tuple[str, int]] = ()) -> int:
         """``keep_ms``: of a job whose task is not in ``known`` (task name, keep ms) nor
@@ -212,9 +233,29 @@ class Scripts:
             )
         )
 
-    async def requeue_failed(self, ids: list[str], batch: int) -> int:
+    async def requeue_failed(self, ids: list[str], batch: int, offset: int = 0) -> tuple[int, int, int]:
+        """requeue_failed.lua: (requeued, ids looked at, left failed)."""
         k = self.keys
-        return int(await self._call("requeue_failed", [k.failed, k.queued, k.idle], [k.prefix, batch, *ids]))
+        keys = [k.failed, k.queued, k.idle]
+        n, seen, left = await self._call("requeue_failed", keys, [k.prefix, batch, offset, *ids])
+        return int(n), int(seen), int(left)
+
+    async def pause(self, on: bool) -> bool:
+        """Pause (or resume) the queue: pause.lua; whether the state changed."""
+        k = self.keys
+        return bool(await self._call("pause", [k.paused, k.idle], ["1" if on else "0", k.prefix]))
+
+    async def advance(self, ms: int) -> tuple[int, int]:
+        """advance.lua (tests): waiting jobs and schedules' next runs become due ``ms`` sooner."""
+        k = self.keys
+        jobs, schedules = await self._call("advance", [k.scheduled, k.schedules_next, k.idle],
+                                           [k.prefix, ms, k.schedules_wake])  # fmt: skip
+        return int(jobs), int(schedules)
+
+    async def delete(self, ids: list[str]) -> int:
+        """Delete ended jobs by id (delete.lua); how many were deleted."""
+        k = self.keys
+        return int(await self._call("delete", [k.succeeded, k.failed, k.cancelled], [k.prefix, *ids]))
 
     async def purge(self, status: str, zset: str, batch: int) -> tuple[int, int]:
         taken, deleted = await self._call("purge", [zset], [self.keys.prefix, status, batch])
@@ -270,27 +311,32 @@ class Scripts:
         task: str,
         payload: bytes,
         priority: int,
+        overlap: bool = True,
     ) -> Call:
-        """Run one tick. Returns 1 enqueued, 2 advanced without a job, 0 stale, -1 too early
+        """Run one tick. Returns 1 enqueued, 2 advanced without a job, 3 advanced without a job
+        as the previous tick's is still pending (``overlap=False``), 0 stale, -1 too early
         (nothing written for 0 and -1)."""
         k = self.keys
         return Call(
             "tick",
             [k.schedules, k.schedules_next, k.schedules_last],
             [key, seen_ms, spec, "" if fire_ms is None else fire_ms, "" if next_ms is None else next_ms,
-             job_id, task, payload, priority, k.prefix],
+             job_id, task, payload, priority, k.prefix, "" if overlap else "1"],
         )  # fmt: skip
 
     # -- pool side -----------------------------------------------------------------------------
 
-    async def claim(self, pool_id: str, want: int, *, register: bool = True, alive_ms: int = _ALIVE_MS) -> list[Any]:
-        """Claim up to ``want`` jobs; the pool counts as alive ``alive_ms`` from now."""
+    async def claim(
+        self, pool_id: str, want: int, *, register: bool = True, alive_ms: int = _ALIVE_MS, keep_ms: int = 86_400_000
+    ) -> list[Any]:
+        """Claim up to ``want`` jobs; the pool counts as alive ``alive_ms`` from now. A job past
+        its expiry ends cancelled, kept ``keep_ms`` unless pools registered its task's."""
         k = self.keys
         return list(
             await self._call(
                 "claim",
                 [k.scheduled, k.queued, k.pools, k.pool(pool_id), k.idle, k.inbox(pool_id)],
-                [pool_id, want, k.prefix, "1" if register else "0", alive_ms],
+                [pool_id, want, k.prefix, "1" if register else "0", alive_ms, keep_ms],
             )
         )
 

@@ -1,11 +1,15 @@
-"""The command line: ``aiotaskq worker app.tasks:queue`` and ``aiotaskq info app.tasks:queue``.
+"""The command line: ``aiotaskq worker app.tasks:queue``, ``aiotaskq info app.tasks:queue``, and
+the operator's commands (``job``, ``jobs``, ``cancel``, ``requeue``, ``purge``, ``enqueue``,
+``schedules``, ``check``: aiotaskq/_admin.py), which also take ``--queue NAME [--url URL]`` in
+place of the application's module, for an operator without its code (docs/cli.md).
 
 Exit codes, the same for every command:
 
 - 0: done (a worker stopped gracefully);
-- 1: it failed at run time: Redis could not be read (``info``, ``schedules``: unreachable,
-  or it refused us), or a worker's pool stopped on an error (an ``on_startup`` hook raised);
-  trying again later may work. (A worker waits for an unreachable Redis, retrying.)
+- 1: it failed at run time: Redis could not be read (unreachable, or it refused us), or a
+  worker's pool stopped on an error (an ``on_startup`` hook raised); or what was asked is not
+  so now: no such job or schedule, a job already ended, no live pool (``check``). Trying again
+  later may work. (A worker waits for an unreachable Redis, retrying.)
 - 2: bad usage, fixed by changing the command line: an import path that does not resolve,
   an invalid option, a Redis URL that does not parse.
 
@@ -18,55 +22,70 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import anyio
 import msgspec
 from redis.exceptions import RedisError
 
+from . import __version__, _admin
+from ._admin import UsageError
+from ._completion import add_examples, script
+from ._display import age, iso, when
+from ._supervisor import Supervisor, watch_supervisor
 from ._url import redact_text
+from .job import JobStatus
 from .pool import Pool
 from .queue import Queue
 
 log = logging.getLogger("aiotaskq")
+T = TypeVar("T")
 
 _LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 _DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-class UsageError(Exception):
-    """A mistake on the command line: reported in one line, exit code 2."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's own usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    if args.command == "completion":
+        print(script(parser, args.shell), end="")
+        return 0
     try:
-        queues = load_queues(args.target)
-        if args.url:
-            for q in queues:
-                q.use_url(args.url)
+        queues = _queues(args)
         _check_urls(queues)
+        if args.command == "worker" and args.reload_dirs and not args.reload:
+            raise UsageError("--reload-dir: only with --reload")
+        if args.command == "worker" and (args.processes != 1 or args.reload):
+            return _supervise(args, queues, argv)
         if args.command == "worker":
             return _worker(args, queues)
-        if args.command == "schedules":
+        if args.command == "info":
+            return _info(args, queues, sys.stdout)
+        if args.command == "dashboard":
+            return _dashboard(args, queues)
+        if args.command == "schedules" and not args.remove:
             return _schedules(args, queues, sys.stdout)
-        return _info(args, queues, sys.stdout)
+        return _admin_command(args, queues, sys.stdout)
     except UsageError as exc:
         print(f"aiotaskq: error: {_redact(str(exc), args.url)}", file=sys.stderr)
         return 2
@@ -82,6 +101,7 @@ def _pool_defaults() -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiotaskq", description="aiotaskq: an asyncio job queue on Redis.")
+    parser.add_argument("--version", action="version", version=f"aiotaskq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = _pool_defaults()
 
@@ -100,6 +120,16 @@ def _parser() -> argparse.ArgumentParser:
         worker.add_argument(flag, type=float, default=d[name], metavar="S", help=f"{what} (%(default)ss)")
     worker.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                         help="event loop: uvloop when installed (auto, the default), or the one named")  # fmt: skip
+    worker.add_argument("--metrics-port", type=int, metavar="P",
+                        help="serve Prometheus metrics on this port at /metrics (needs aiotaskq[metrics])")  # fmt: skip
+    worker.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="run N worker processes under one supervisor that restarts a crashed one and "
+                             "forwards SIGTERM/SIGINT (%(default)s)")  # fmt: skip
+    worker.add_argument("--reload", action="store_true",
+                        help="development: restart the worker(s) gracefully when a .py file under the current "
+                             "directory (or each --reload-dir) changes (needs aiotaskq[reload])")  # fmt: skip
+    worker.add_argument("--reload-dir", action="append", default=[], metavar="DIR", dest="reload_dirs",
+                        help="with --reload: watch DIR instead of the current directory (repeatable)")  # fmt: skip
     worker.add_argument("--no-crash-detection", dest="crash_detection", action="store_false",
                         help="judge pools by heartbeat age alone (behind a proxy that resets connections)")  # fmt: skip
     worker.add_argument(
@@ -111,15 +141,160 @@ def _parser() -> argparse.ArgumentParser:
     _target_args(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    schedules = sub.add_parser("schedules", help="list recurring schedules with their next run")
+    schedules = sub.add_parser("schedules", help="list recurring schedules with their next run, or remove one")
     _target_args(schedules)
+    schedules.add_argument("--remove", metavar="KEY", help="remove the schedule with this key")
     schedules.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _admin_parsers(sub)
+
+    dash = sub.add_parser("dashboard", help="serve the web dashboard (needs aiotaskq[web])")
+    _target_args(dash)
+    dash.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    dash.add_argument("--port", type=int, default=8000, help="(%(default)s)")
+    dash.add_argument("--read-only", action="store_true", help="show, never act")
+
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
+    add_examples(sub)
     return parser
 
 
+def _admin_parsers(sub: Any) -> None:
+    statuses = [s.value for s in JobStatus]
+    job = sub.add_parser("job", help="show every field of one job")
+    _target_args(job)
+    job.add_argument("id", metavar="ID")
+    job.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    jobs = sub.add_parser("jobs", help="list the jobs in a status (a page of them)")
+    _target_args(jobs)
+    jobs.add_argument("--status", required=True, choices=statuses)
+    jobs.add_argument("--task", metavar="NAME", help="only this task's jobs")
+    jobs.add_argument("--limit", type=int, default=20, metavar="N", help="jobs per page (%(default)s)")
+    jobs.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N (%(default)s)")
+    jobs.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    cancel = sub.add_parser("cancel", help="cancel jobs (a running one is stopped by its pool)")
+    _target_args(cancel)
+    cancel.add_argument("ids", nargs="+", metavar="ID")
+
+    requeue = sub.add_parser("requeue", help="put failed jobs back in the queue, with fresh retries")
+    _target_args(requeue)
+    requeue.add_argument("ids", nargs="*", metavar="ID")
+    requeue.add_argument("--all-failed", action="store_true", help="every failed job of the queue")
+
+    purge = sub.add_parser("purge", help="delete every job in a status, with its data")
+    _target_args(purge)
+    purge.add_argument("--status", required=True, choices=[s for s in statuses if s != "active"])
+    purge.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+
+    enqueue = sub.add_parser("enqueue", help="enqueue a job of a task, by name")
+    _target_args(enqueue)
+    enqueue.add_argument("task", metavar="TASK")
+    enqueue.add_argument("--args", metavar="JSON", help="positional arguments, a JSON array")
+    enqueue.add_argument("--kwargs", metavar="JSON", help="keyword arguments, a JSON object")
+    enqueue.add_argument("--delay", type=float, metavar="S", help="run it in S seconds")
+    enqueue.add_argument("--priority", type=int, metavar="P", help="higher runs first")
+    enqueue.add_argument("--job-id", metavar="ID", help="its id (deduplicated while pending)")
+    enqueue.add_argument("--retries", type=int, metavar="N", help="retries after a failure")
+    enqueue.add_argument("--timeout", type=float, metavar="S", help="seconds an attempt may run")
+    enqueue.add_argument("--any-task", action="store_true", help="a task the module does not declare")
+    enqueue.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    for name, what in (("pause", "stop handing out jobs (running ones finish; enqueues go on)"),
+                       ("resume", "hand out jobs again")):  # fmt: skip
+        _target_args(sub.add_parser(name, help=what))
+
+    check = sub.add_parser("check", help="exit 0 when a live pool serves the queue(s), 1 when none does")
+    _target_args(check)
+    check.add_argument("--this-host", action="store_true", help="only pools on this host")
+    check.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
 def _target_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", metavar="MODULE:ATTR", help="a Queue, or a list of Queues, e.g. app.tasks:queue")
+    parser.add_argument("target", nargs="?", metavar="MODULE:ATTR",
+                        help="a Queue, or a list of Queues, e.g. app.tasks:queue")  # fmt: skip
+    parser.add_argument("--queue", metavar="NAME",
+                        help="the queue of this name (of MODULE:ATTR's list, or without the code)")  # fmt: skip
+    parser.add_argument("--shards", type=int, metavar="N", help="with --queue alone: its shards=N (1)")
     parser.add_argument("--url", help="Redis URL overriding the queues' own")
+
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # MODULE:ATTR; a job id is anything else
+
+
+def _queues(args: argparse.Namespace) -> list[Queue]:
+    """The queues the command is about: MODULE:ATTR's, the one ``--queue`` names among them,
+    or (with ``--queue`` alone) a queue of that name built here, on ``--url`` or
+    ``$AIOTASKQ_REDIS_URL``."""
+    if args.queue is not None and args.target is not None and not _TARGET.match(args.target) and "ids" in args:
+        args.ids, args.target = [args.target, *args.ids], None  # `cancel --queue q ID ID`: argparse took ID for it
+    if args.target is None:
+        return [_named_queue(args)]
+    if args.shards is not None:
+        raise UsageError("--shards: only with --queue alone (MODULE:ATTR's queue says its shards)")
+    queues = load_queues(args.target)
+    if args.queue is not None:
+        queues = [q for q in queues if q.name == args.queue]
+        if not queues:
+            raise UsageError(f"{args.target!r} has no queue named {args.queue!r}")
+    if args.url:
+        for q in queues:
+            q.use_url(args.url)
+    return queues
+
+
+def _named_queue(args: argparse.Namespace) -> Queue:
+    """``--queue NAME [--shards N] [--url URL]``: the queue, without the application's code."""
+    if args.queue is None:
+        raise UsageError("give MODULE:ATTR (e.g. app.tasks:queue), or --queue NAME")
+    if args.command == "worker":
+        raise UsageError("the worker runs the tasks' code: give MODULE:ATTR")
+    try:
+        return Queue(args.queue, url=args.url, shards=1 if args.shards is None else args.shards)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+_ONE_QUEUE = {"job": _admin.job, "jobs": _admin.jobs, "cancel": _admin.cancel, "requeue": _admin.requeue,
+              "purge": _admin.purge, "enqueue": _admin.enqueue, "schedules": _admin.remove_schedule,
+              "pause": _admin.pause, "resume": _admin.pause}  # fmt: skip
+
+
+def _admin_command(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> int:
+    """Run an operator's command (aiotaskq/_admin.py), closing the queues after; exit 1 with
+    one line when Redis fails."""
+    if args.command != "check" and len(queues) > 1:
+        names = ", ".join(q.name for q in queues)
+        raise UsageError(f"{args.target!r} names several queues ({names}): pick one with --queue NAME")
+
+    async def run() -> int:
+        if args.command == "check":
+            return await _admin.check(args, queues, out)
+        return await _ONE_QUEUE[args.command](args, queues[0], out)
+
+    code = _on_redis(args, queues, run)
+    return 1 if code is None else code
+
+
+def _on_redis(args: argparse.Namespace, queues: list[Queue], fn: Callable[[], Awaitable[T]]) -> T | None:
+    """Run ``fn`` and close the queues after; None, with one line on stderr, when Redis fails."""
+
+    async def run() -> T:
+        try:
+            return await fn()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for q in queues:
+                    await q.close()
+
+    try:
+        return anyio.run(run)
+    except (RedisError, OSError) as exc:
+        where = ", ".join(sorted({q.url for q in queues}))
+        print(f"aiotaskq: error: could not read from Redis at {where}: {_redact(_describe(exc), args.url, queues)}",
+              file=sys.stderr)  # fmt: skip
+        return None
 
 
 def load_queues(target: str) -> list[Queue]:
@@ -228,6 +403,7 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     uvloop = _uvloop(args.loop)
+    metrics = _metrics_module() if args.metrics_port is not None else None
     _configure_logging(args.log_level, _secrets(queues, args.url))
     log.info(
         "aiotaskq worker (pid %d): queues %s; concurrency %d; event loop %s",
@@ -235,7 +411,7 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
         f"uvloop {uvloop.__version__}" if uvloop else "asyncio",
     )  # fmt: skip
     try:
-        anyio.run(_serve, pool, backend_options={"use_uvloop": uvloop is not None})
+        anyio.run(_serve, pool, metrics, args.metrics_port, backend_options={"use_uvloop": uvloop is not None})
     except KeyboardInterrupt:  # a signal before the pool installed its handlers
         log.warning("interrupted before the pool was running")
         return 130
@@ -244,6 +420,23 @@ def _worker(args: argparse.Namespace, queues: list[Queue]) -> int:
         return 1
     _wait_for_task_threads()
     return 0
+
+
+def _supervise(args: argparse.Namespace, queues: list[Queue], argv: list[str]) -> int:
+    """``--processes N`` / ``--reload``: this process supervises worker children (_supervisor.py)."""
+    if args.processes < 1:
+        raise UsageError(f"--processes: must be 1 or more, got {args.processes}")
+    if args.reload:
+        try:
+            importlib.import_module("watchfiles")
+        except ImportError:
+            raise UsageError("--reload needs the watchfiles package: pip install 'aiotaskq[reload]'") from None
+    _configure_logging(args.log_level, _secrets(queues, args.url))
+    dirs = [Path(d).resolve() for d in args.reload_dirs]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise UsageError(f"--reload-dir: not a directory: {', '.join(missing)}")
+    return Supervisor(argv, args.processes, args.reload, dirs or [Path.cwd()]).run()
 
 
 def _uvloop(choice: str) -> ModuleType | None:
@@ -273,13 +466,64 @@ def _wait_for_task_threads() -> None:
                     "the process exits when they return", len(left))  # fmt: skip
 
 
-async def _serve(pool: Pool) -> None:
+def _metrics_module() -> ModuleType:
     try:
-        await pool.run()
+        return importlib.import_module("aiotaskq.metrics")
+    except ImportError as exc:
+        raise UsageError(f"--metrics-port: {exc}") from None
+
+
+async def _serve(pool: Pool, metrics: ModuleType | None = None, port: int | None = None) -> None:
+    server = None
+    if metrics is not None:
+        server = metrics.serve(port, pool)
+        log.info("Prometheus metrics at http://%s:%d/metrics", "0.0.0.0", server.port)  # noqa: S104 - as served
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_supervisor, pool.stop)
+            await pool.run()
+            tg.cancel_scope.cancel()
     finally:
+        if server is not None:
+            server.close()
         with anyio.CancelScope(shield=True):
             for q in pool.queues:
                 await q.close()
+
+
+# -- dashboard -----------------------------------------------------------------------------------
+
+
+def _dashboard(args: argparse.Namespace, queues: list[Queue]) -> int:
+    try:
+        web = importlib.import_module("aiotaskq.web")
+        uvicorn = importlib.import_module("uvicorn")
+    except ImportError as exc:
+        raise UsageError(f"dashboard: {exc}; pip install 'aiotaskq[web]'") from None
+    app = web.create_app(queues, read_only=args.read_only, metrics=_has_prometheus())
+    _configure_logging("INFO", _secrets(queues, args.url))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, lifespan="off")
+    server = uvicorn.Server(config)
+    log.info("aiotaskq dashboard on http://%s:%d/ for %s%s", args.host, args.port,
+             ", ".join(f"{q.name!r} at {q.url}" for q in queues), " (read-only)" if args.read_only else "")  # fmt: skip
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for q in queues:
+                    await q.close()
+
+    try:
+        anyio.run(serve)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if server.started else 1
+
+
+def _has_prometheus() -> bool:
+    return importlib.util.find_spec("prometheus_client") is not None
 
 
 # -- info ----------------------------------------------------------------------------------------
@@ -291,20 +535,9 @@ def _read(
     """``per_queue`` for each queue, closing them after; None (error printed) when Redis fails."""
 
     async def gather() -> list[dict[str, Any]]:
-        try:
-            return [await per_queue(q) for q in queues]
-        finally:
-            with anyio.CancelScope(shield=True):
-                for q in queues:
-                    await q.close()
+        return [await per_queue(q) for q in queues]
 
-    try:
-        return anyio.run(gather)
-    except (RedisError, OSError) as exc:
-        where = ", ".join(sorted({q.url for q in queues}))
-        print(f"aiotaskq: error: could not read from Redis at {where}: {_redact(_describe(exc), args.url, queues)}",
-              file=sys.stderr)  # fmt: skip
-        return None
+    return _on_redis(args, queues, gather)
 
 
 def _info(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> int:
@@ -333,12 +566,14 @@ async def _gather_one(q: Queue) -> dict[str, Any]:
             details = {"unreadable": raw_info.decode("utf-8", "replace") if raw_info else ""}
         pools.append({
             "id": pool_id, "heartbeat_age": round(max(0.0, now_ms - beat) / 1000, 3),
-            "heartbeat_at": _iso(beat / 1000), "info": details,
+            "heartbeat_at": iso(beat / 1000), "info": details,
         })  # fmt: skip
     return {
         "queue": q.name,
         "url": q.url,
-        "now": _iso(now_ms / 1000),
+        "shards": q.shards,
+        "paused": await q.paused(),
+        "now": iso(now_ms / 1000),
         "counts": {status.value: n for status, n in counts.items()},
         "pools": pools,
     }
@@ -348,51 +583,21 @@ def _render(report: list[dict[str, Any]]) -> str:
     lines = []
     for entry in report:
         now = datetime.fromisoformat(entry["now"]).timestamp()
-        lines.append(f"queue {entry['queue']!r} at {entry['url']}")
+        shards = f" in {entry['shards']} shards" if entry.get("shards", 1) > 1 else ""
+        paused = " (paused)" if entry.get("paused") else ""
+        lines.append(f"queue {entry['queue']!r}{shards} at {entry['url']}{paused}")
         for status, n in entry["counts"].items():
             lines.append(f"  {status:<10} {n:>8}")
         lines.append(f"  live pools: {len(entry['pools'])}")
         for p in entry["pools"]:
             info = dict(p["info"])
             started = info.pop("started", None)
-            when = ""
+            since = ""
             if isinstance(started, int | float):
-                when = f"  started {_when(started, now)}"
+                since = f"  started {when(started, now)}"
             details = " ".join(f"{k}={v}" for k, v in info.items())
-            lines.append(f"    {p['id']}  heartbeat {_age(p['heartbeat_age'])} ago{when}  {details}".rstrip())
+            lines.append(f"    {p['id']}  heartbeat {age(p['heartbeat_age'])} ago{since}  {details}".rstrip())
     return "\n".join(lines)
-
-
-# -- times, as people read them --------------------------------------------------------------------
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-
-
-def _date(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _age(seconds: float) -> str:
-    """A duration for people: ``2.5s``, ``42s``, ``3m 5s``, ``2h 10m``, ``4d 3h``."""
-    s = abs(seconds)
-    if s < 10:
-        return f"{s:.1f}s"
-    n = round(s)
-    if n < 60:
-        return f"{n}s"
-    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if n >= size:
-            rest = (n % size) // sub_size
-            return f"{n // size}{unit} {rest}{sub}" if rest else f"{n // size}{unit}"
-    return f"{n}s"  # not reached
-
-
-def _when(epoch: float, now: float) -> str:
-    """``2026-12-01 22:10:03 UTC (3m ago)``, or ``(in 5m)`` for a time to come."""
-    delta = now - epoch
-    return f"{_date(epoch)} ({_age(delta)} ago)" if delta >= 0 else f"{_date(epoch)} (in {_age(delta)})"
 
 
 # -- schedules -----------------------------------------------------------------------------------
@@ -412,9 +617,9 @@ def _schedules(args: argparse.Namespace, queues: list[Queue], out: TextIO) -> in
     for entry in report:
         print(f"queue {entry['queue']!r} at {entry['url']}: {len(entry['schedules'])} schedule(s)", file=out)
         for s in entry["schedules"]:
-            nxt = _when(datetime.fromisoformat(s["next_run"]).timestamp(), now) if s["next_run"] else "none (ended)"
+            nxt = when(datetime.fromisoformat(s["next_run"]).timestamp(), now) if s["next_run"] else "none (ended)"
             last = "never run"
             if s["last_run"]:
-                last = f"last {_when(datetime.fromisoformat(s['last_run']).timestamp(), now)} ({s['last_job_id']})"
+                last = f"last {when(datetime.fromisoformat(s['last_run']).timestamp(), now)} ({s['last_job_id']})"
             print(f"  {s['key']}  {s['task']}  {s['spec']}  next {nxt}  {last}", file=out)
     return 0

@@ -12,6 +12,10 @@ class AiotaskqError(Exception):
     """Base class of the errors aiotaskq raises."""
 
 
+class PayloadTooLarge(ValueError):
+    """The encoded arguments are larger than the queue's ``max_payload_bytes``."""
+
+
 class Retry(Exception):
     """Raise inside a task to run it again later.
 
@@ -48,6 +52,26 @@ class JobFailed(AiotaskqError):
         self.job_id = job_id
         self.error = error
         self.traceback = traceback
+
+
+class DependencyFailed(JobFailed):
+    """The job never ran: a parent it waited for (``options(after=...)``, or a member of its
+    group) ended failed or cancelled, or was purged. ``parent`` is that parent's id."""
+
+    PREFIX = "DependencyFailed: parent "
+
+    def __init__(self, job_id: str, error: str, traceback: str = "") -> None:
+        super().__init__(job_id, error, traceback)
+        rest = error.removeprefix(self.PREFIX)
+        purged = rest.endswith(" was purged")
+        self.parent = rest.removesuffix(" was purged") if purged else rest.rpartition(" ended ")[0]
+
+
+def job_failed(job_id: str, error: str, traceback: str = "") -> JobFailed:
+    """The error a ``result()`` of a failed job raises: DependencyFailed when a parent failed it."""
+    if error.startswith(DependencyFailed.PREFIX):
+        return DependencyFailed(job_id, error, traceback)
+    return JobFailed(job_id, error, traceback)
 
 
 class JobCancelled(AiotaskqError):

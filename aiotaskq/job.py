@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Generic, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, cast
 
 import anyio
 import msgspec
@@ -14,7 +14,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._limits import MAX_SECONDS, check_seconds
 from ._record import fields as job_fields
-from .errors import CorruptResult, JobCancelled, JobFailed, JobNotFound
+from ._record import parents
+from ._sync import sync_client
+from .errors import CorruptResult, JobCancelled, JobFailed, JobNotFound, job_failed
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -70,18 +72,24 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     pool_id: str | None
     progress: float | None = None  # 0..1, as the task last reported it (current_job().progress)
     progress_note: str | None = None
+    key: str | None = None  # its concurrency key (options(key=...))
+    after: tuple[str, ...] = ()  # the ids of its parents (options(after=...), or a group's members)
 
 
 # Encoders and decoders are built once (msgspec's performance advice).
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 _payload_decoder = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any]])
+# A payload may carry a third element, a str -> str map of what travels with the job besides
+# its arguments (the trace context: aiotaskq/tracing.py); msgpack opens it with 0x93.
+_meta_decoder = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any], dict[str, str]])
+_WITH_META = b"\x93"
 
 
-def encode_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Encode task arguments; raises TypeError for what msgpack cannot hold."""
+def encode_payload(args: tuple[Any, ...], kwargs: dict[str, Any], meta: dict[str, str] | None = None) -> bytes:
+    """Encode task arguments (and ``meta``, see above); raises TypeError for what msgpack cannot hold."""
     try:
-        return _encoder.encode((args, kwargs))
+        return _encoder.encode((args, kwargs) if not meta else (args, kwargs, meta))
     except (TypeError, msgspec.EncodeError, OverflowError) as exc:
         raise TypeError(f"task arguments cannot be encoded with msgpack: {exc}") from exc
 
@@ -89,9 +97,22 @@ def encode_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
 def decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     """Decode task arguments; raises msgspec.DecodeError/ValidationError when corrupt."""
     try:
+        if payload[:1] == _WITH_META:
+            args, kwargs, _ = _meta_decoder.decode(payload)
+            return args, kwargs
         return _payload_decoder.decode(payload)
     except (UnicodeDecodeError, RecursionError) as exc:  # msgspec lets these through on corrupt input
         raise msgspec.DecodeError(f"{type(exc).__name__}: {exc}") from None
+
+
+def payload_meta(payload: bytes) -> dict[str, str]:
+    """What travels with the job besides its arguments ({} for none, or for a corrupt payload)."""
+    if payload[:1] != _WITH_META:
+        return {}
+    try:
+        return _meta_decoder.decode(payload)[2]
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return {}
 
 
 def encode_result(value: Any) -> bytes:
@@ -188,6 +209,8 @@ def info_from_hash(job_id: str, h: dict[bytes, bytes]) -> JobInfo:
         pool_id=_text(h.get(b"pool")),
         progress=_progress(h.get(b"progress")),
         progress_note=_text(h.get(b"progress_note")),
+        key=_text(h.get(b"key")),
+        after=tuple(p.decode("utf-8", "replace") for p in parents(h.get(b"after", b""))),
     )
 
 
@@ -227,8 +250,9 @@ class Job(Generic[R]):
     async def _fields(self) -> dict[bytes, bytes] | None:
         """The job's fields (see _record.py), or None when there is no such job: its record,
         active entry and ended record, read together (one MULTI)."""
-        k = self.queue.keys
-        async with self.queue.redis.pipeline(transaction=True) as pipe:
+        q = self.queue._shard_of(self.id)
+        k = q.keys
+        async with q.redis.pipeline(transaction=True) as pipe:
             pipe.hget(k.jobs, self.id)
             pipe.hget(k.active, self.id)
             pipe.get(k.job(self.id))
@@ -237,14 +261,18 @@ class Job(Generic[R]):
 
     async def status(self) -> JobStatus:
         """The job's current status; raises JobNotFound when there is no such job."""
-        h = await self._fields()
+        return self._status_of(await self._fields())
+
+    def _status_of(self, h: dict[bytes, bytes] | None) -> JobStatus:
         if h is None:
             raise JobNotFound(self.id)
         return JobStatus(h[b"status"].decode())
 
     async def info(self) -> JobInfo:
         """Everything stored about the job; raises JobNotFound when there is no such job."""
-        h = await self._fields()
+        return self._info_of(await self._fields())
+
+    def _info_of(self, h: dict[bytes, bytes] | None) -> JobInfo:
         if h is None:
             raise JobNotFound(self.id)
         if b"retries" not in h:  # not claimed yet: the task's default applies
@@ -252,6 +280,43 @@ class Job(Generic[R]):
             if task is not None:
                 h[b"retries"] = str(task.retries).encode()
         return info_from_hash(self.id, h)
+
+    # -- the same, blocking (aiotaskq/_sync.py): for code without an event loop ----------------
+
+    def _fields_sync(self) -> dict[bytes, bytes] | None:
+        k = self.queue._shard_of(self.id).keys
+        return job_fields(*sync_client(self.queue).read(k.jobs, k.active, k.job(self.id), self.id))
+
+    def status_sync(self) -> JobStatus:
+        """``status()`` without an event loop (blocking; thread-safe)."""
+        return self._status_of(self._fields_sync())
+
+    def info_sync(self) -> JobInfo:
+        """``info()`` without an event loop (blocking; thread-safe)."""
+        return self._info_of(self._fields_sync())
+
+    def result_sync(self, timeout: float | None = None) -> R:
+        """``result()`` without an event loop: blocks until the job ended (TimeoutError after
+        ``timeout`` seconds), subscribed to its end first, as ``result()`` is; raises as it does."""
+        misses = 0
+
+        def check(message: bytes | None) -> tuple[Any] | float:
+            nonlocal misses
+            if message is not None and b"\n" in message:  # an unkept job's outcome; else a wake-up
+                return (self._from_message(message),)
+            try:
+                done, value = self._outcome_of(self._fields_sync())
+            except JobNotFound:
+                # Gone: never there, expired, or ended unkept after we subscribed, its message
+                # maybe on its way: wait for it a little before believing it.
+                misses += 1
+                if misses > 2:
+                    raise
+                return 0.05
+            return (value,) if done else 1.0
+
+        channel = self.queue._shard_of(self.id).keys.done(self.id)
+        return cast("R", sync_client(self.queue).wait_message(channel, check, timeout)[0])
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait for the job to end and return its result, converted to the task's
@@ -263,11 +328,17 @@ class Job(Generic[R]):
         in between is not missed. A job that is not kept (``keep_result=0``) sends
         its outcome in that message, so a waiter gets it although the job is gone.
         """
-        channel = self.queue.keys.done(self.id)
+        shard = self.queue._shard_of(self.id)
+        channel = shard.keys.done(self.id)
         wake = _Wakeup()
-        listener = self.queue._listener_for_waiters()
+        listener = shard._listener_for_waiters()
         with anyio.fail_after(timeout):
-            await listener.subscribe(channel, wake)
+            while True:
+                try:
+                    await listener.subscribe(channel, wake)
+                    break
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    await anyio.sleep(0.2)  # Redis is away (or just back): keep trying, within the timeout
             try:
                 return cast("R", await self._wait(listener, wake))
             finally:
@@ -296,14 +367,18 @@ class Job(Generic[R]):
             await wake.wait(_SAFETY_POLL)
 
     async def _outcome(self) -> tuple[bool, Any]:
-        h = await self._fields()
+        return self._outcome_of(await self._fields())
+
+    def _outcome_of(self, h: dict[bytes, bytes] | None) -> tuple[bool, Any]:
+        """(True, the result) for a job that succeeded, (False, None) for one not ended; raises
+        for one that failed or was cancelled, JobNotFound for none."""
         if h is None:
             raise JobNotFound(self.id)
         status = h[b"status"]
         if status == b"succeeded":
             return True, decode_typed_result(self.id, h.get(b"result", b""), self._result_type(h.get(b"task")))
         if status == b"failed":
-            raise JobFailed(self.id, _text(h.get(b"error")) or "unknown error", _text(h.get(b"tb")) or "")
+            raise job_failed(self.id, _text(h.get(b"error")) or "unknown error", _text(h.get(b"tb")) or "")
         if status == b"cancelled":
             raise JobCancelled(self.id)
         return False, None
@@ -330,7 +405,7 @@ class Job(Generic[R]):
         Returns False when the job is missing or already ended. The job is kept for
         its task's ``keep_result`` (the value of the task registered on this queue,
         else the one the pools registered, else the queue's)."""
-        q = self.queue
+        q = self.queue._shard_of(self.id)
         known = [(name, q._keep_ms(task)) for name, task in q.tasks.items()]
         return await q.scripts.cancel(self.id, q._keep_ms(None), known) > 0
 
@@ -339,7 +414,7 @@ class Job(Generic[R]):
         time (now when neither is given). Returns False for a missing, running or
         succeeded job. A failed or cancelled job starts over with fresh retries."""
         delay_s, at_ms = due_time(delay, at)
-        return await self.queue.scripts.reschedule(self.id, delay=delay_s, at_ms=at_ms) > 0
+        return await self.queue._shard_of(self.id).scripts.reschedule(self.id, delay=delay_s, at_ms=at_ms) > 0
 
 
 # A missed message (connection lost at the wrong moment) costs at most this wait.
@@ -389,3 +464,25 @@ def due_time(delay: float | timedelta | None, at: datetime | None) -> tuple[floa
             raise ValueError(f"at: must be at most {MAX_SECONDS:.0f} seconds (100 years) from now, got {at!r}")
         return None, max(0, round(ts * 1000))  # before 1970 is in the past too: now
     return None, None
+
+
+#: The payload meta entry of a group's callback: JSON {"members": [[id, task], ...], "errors": bool}.
+GROUP_META: Final = "aiotaskq.group"
+
+
+class Group(Generic[R]):
+    """What ``queue.group`` enqueued: ``jobs``, the members in call order, and ``then``, the
+    callback, which runs once after every member ended (``R``: the callback's result type)."""
+
+    __slots__ = ("jobs", "then")
+
+    def __init__(self, jobs: list[Job[Any]], then: Job[R]) -> None:
+        self.jobs = jobs
+        self.then = then
+
+    async def result(self, timeout: float | None = None) -> R:
+        """The callback's result (see ``Job.result``)."""
+        return await self.then.result(timeout)
+
+    def __repr__(self) -> str:
+        return f"<Group of {len(self.jobs)} then {self.then.id!r}>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -20,6 +21,7 @@ from ._executor import Claimed
 from ._monitor import watch_event_loop
 from ._runner import QueueRunner
 from ._scheduler import Scheduler
+from ._slots import Slots
 from .errors import StorageLayoutError
 from .hooks import AfterJob, BeforeJob
 from .queue import Queue
@@ -27,38 +29,6 @@ from .queue import Queue
 log = logging.getLogger("aiotaskq")
 
 Hook = Callable[["Pool"], Awaitable[None] | None]
-
-
-class _Slots:
-    """Free worker slots shared by a pool's claim loops. (Plain asyncio primitives on
-    the per-job path: anyio's cost more than the rest of a no-op job's bookkeeping.)"""
-
-    def __init__(self, n: int) -> None:
-        self.free = n
-        self._changed = asyncio.Event()
-
-    def take(self) -> None:
-        self.free -= 1
-
-    def give(self) -> None:
-        self.free += 1
-        self._changed.set()
-
-    def reserve(self, n: int) -> None:
-        """Hold ``n`` slots for a claim in flight (its jobs start in them)."""
-        self.free -= n
-
-    def release(self, n: int) -> None:
-        """Return reserved slots that the claim's jobs did not take."""
-        if n:
-            self.free += n
-            self._changed.set()
-
-    async def wait_free(self) -> int:
-        while self.free <= 0:
-            self._changed.clear()
-            await self._changed.wait()
-        return self.free
 
 
 class Pool:
@@ -75,6 +45,8 @@ class Pool:
     with the job's context) come from these parameters and from the queues'
     decorators (``@queue.on_startup``...); see ``aiotaskq.hooks``. ``state`` is a
     namespace for what the startup hooks open; tasks reach it as ``current_job().state``.
+    ``loop`` is the event loop ``run()`` serves on while it runs (None otherwise): for code
+    in other threads that must reach the pool's queues (``aiotaskq.metrics``).
     """
 
     def __init__(
@@ -127,9 +99,10 @@ class Pool:
         self.state = SimpleNamespace()
         self._started_up = False
         self._startup_error: Exception | None = None
-        self.slots = _Slots(concurrency)
-        self.runners = [QueueRunner(self, q) for q in self.queues]
-        self.schedulers = [Scheduler(q, poll_interval) for q in self.queues]  # recurring schedules
+        self.slots = Slots(concurrency)
+        # One runner per queue, or per shard of a sharded queue: its claim loop, heartbeat, reaper...
+        self.runners = [QueueRunner(self, part) for q in self.queues for part in q.parts]
+        self.schedulers = [Scheduler(part, poll_interval) for q in self.queues for part in q.parts]
         self._dispatch: asyncio.Queue[tuple[QueueRunner, Claimed] | None] | None = None
         self._starting: anyio.CancelScope | None = None
         self._claiming: anyio.CancelScope | None = None
@@ -137,10 +110,11 @@ class Pool:
         self._stop_requested = False
         self._idle = asyncio.Event()
         self._running = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pool_ids(self) -> list[str]:
-        """This pool's id on each of its queues."""
+        """This pool's id on each of its queues (each shard of a sharded one)."""
         return [r.pool_id for r in self.runners]
 
     def stop(self) -> None:
@@ -154,6 +128,13 @@ class Pool:
         """Serve until cancelled, ``stop()``, SIGTERM or SIGINT."""
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, self.concurrency)  # plain-function tasks
+        self.loop = asyncio.get_running_loop()
+        try:
+            await self._run()
+        finally:
+            self.loop = None
+
+    async def _run(self) -> None:
         async with anyio.create_task_group() as background:
             # Signals first: a SIGTERM while Redis is still unreachable stops the pool cleanly.
             if threading.current_thread() is threading.main_thread():
@@ -175,6 +156,7 @@ class Pool:
                         await self._startup()
                 self._starting = None
                 if self._startup_error is None:
+                    await self._first_presence()
                     self._start_loops(background)
                 await self._serve()
             finally:
@@ -182,6 +164,14 @@ class Pool:
                     await self._close(background)
         if self._startup_error is not None:
             raise self._startup_error
+
+    async def _first_presence(self) -> None:
+        """One presence tick per queue before the first claim, so that a pool that dies right
+        after it took jobs is already known by its connection and reaped within seconds, not
+        after ``stale_timeout`` (an error is left to the presence loop to report)."""
+        for r in self.runners:
+            with contextlib.suppress(Exception):
+                await r.presence.tick_once()
 
     def _start_loops(self, background: TaskGroup) -> None:
         """The loops of a registered pool: liveness, presence, schedules, the event-loop watch."""
@@ -262,7 +252,7 @@ class Pool:
         startup hooks: the pool's own, then each queue's, in the order declared. On an
         error the pool stops before it claims anything, and ``run()`` raises it."""
         for r in self.runners:
-            h = hooks.hooks_of(r.queue)
+            h = hooks.hooks_of(r.queue._root)
             r.executor.queue_name = r.queue.name
             r.executor.state = self.state
             r.executor.before_job = tuple(hooks.gather(self.before_job, h.before_job))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from .cron import Rule, make_rule, next_tick
+from .errors import PayloadTooLarge
 from .job import encode_payload
 from .task import Task, validate_priority
 
@@ -43,6 +44,7 @@ class ScheduleInfo(msgspec.Struct, frozen=True, kw_only=True):
     last_run: datetime | None  # the tick of the last job it enqueued
     last_job_id: str | None
     declared: bool  # declared in code with @queue.task(cron=...) or (every=...)
+    overlap: bool = True  # False: a tick is skipped while the previous tick's job is pending
 
 
 class Spec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -53,6 +55,7 @@ class Spec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     priority: int = 0
     rule: Rule
     declared: bool = False
+    overlap: bool = True  # False: skip a tick while the previous tick's job is still pending (tick.lua)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -89,6 +92,7 @@ def build(
     priority: int | None = None,
     misfire: str | None = None,
     declared: bool = False,
+    overlap: bool = True,
 ) -> Spec:
     """Validate a schedule (no Redis call): ValueError naming the bad argument, TypeError
     for arguments msgpack cannot hold."""
@@ -105,11 +109,11 @@ def build(
     prio = validate_priority(priority) if priority is not None else (known.priority if known is not None else 0)
     payload = encode_payload(args, kwargs)
     if len(payload) > queue.max_payload_bytes:
-        from .queue import PayloadTooLarge  # a ValueError; queue.py imports this module
-
         raise PayloadTooLarge(f"args: the encoded arguments take {len(payload)} bytes, over max_payload_bytes="
                               f"{queue.max_payload_bytes}")  # fmt: skip
-    return Spec(task=name, payload=payload, priority=prio, rule=rule, declared=declared)
+    if not isinstance(overlap, bool):
+        raise ValueError(f"overlap: expected True or False, got {overlap!r}")
+    return Spec(task=name, payload=payload, priority=prio, rule=rule, declared=declared, overlap=overlap)
 
 
 def validate_key(key: str) -> str:
@@ -145,6 +149,16 @@ def task_rule(
     return rule
 
 
+def check_recurring_flags(rule: Rule | None, overlap: bool, run_at_startup: bool) -> tuple[bool, bool]:
+    """``overlap`` and ``run_at_startup`` of ``@queue.task``: booleans, and only for a recurring task."""
+    for name, value in (("overlap", overlap), ("run_at_startup", run_at_startup)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected True or False, got {value!r}")
+    if rule is None and (not overlap or run_at_startup):
+        raise ValueError("overlap, run_at_startup: only apply to a recurring task (give cron= or every=)")
+    return overlap, run_at_startup
+
+
 def _resolve(queue: Queue, task: Task[Any, Any] | str) -> Task[Any, Any] | None:
     if isinstance(task, Task):
         return task
@@ -152,12 +166,13 @@ def _resolve(queue: Queue, task: Task[Any, Any] | str) -> Task[Any, Any] | None:
 
 
 def declared(queue: Queue) -> list[tuple[str, Spec]]:
-    """The schedules declared in code on the queue's tasks, keyed by task name."""
+    """The schedules declared in code on the queue's tasks, keyed by task name (those
+    of a shard's: the ones it holds)."""
     out = []
     for name, task in queue.tasks.items():
-        if task.recurring is not None:
+        if task.recurring is not None and queue._root._schedule_shard(name) is queue:
             spec = Spec(task=name, payload=encode_payload((), {}), priority=task.priority, rule=task.recurring,
-                        declared=True)  # fmt: skip
+                        declared=True, overlap=task.overlap)  # fmt: skip
             out.append((name, spec))
     return out
 
@@ -187,7 +202,15 @@ async def remove(queue: Queue, key: str) -> bool:
 
 
 async def list_all(queue: Queue) -> list[ScheduleInfo]:
-    """Every schedule of the queue, the soonest next run first (ended ones last)."""
+    """Every schedule of the queue (of all its shards), the soonest next run first (ended ones last)."""
+    out = []
+    for part in queue.parts:
+        out += await _list_one(part)
+    out.sort(key=lambda s: (s.next_run is None, s.next_run or datetime.min.replace(tzinfo=UTC), s.key))
+    return out
+
+
+async def _list_one(queue: Queue) -> list[ScheduleInfo]:
     k = queue.keys
     pipe = queue.redis.pipeline(transaction=True)
     pipe.hgetall(k.schedules)
@@ -204,7 +227,6 @@ async def list_all(queue: Queue) -> list[ScheduleInfo]:
             continue  # written by another version: its pools still fire it
         last = lasts.get(raw_key)
         out.append(info(key, spec, next_by_key.get(key), int(last) if last else None))
-    out.sort(key=lambda s: (s.next_run is None, s.next_run or datetime.min.replace(tzinfo=UTC), s.key))
     return out
 
 
@@ -231,6 +253,7 @@ def info(key: str, spec: Spec, next_ms: int | None, last_ms: int | None) -> Sche
         last_run=_dt(last_ms),
         last_job_id=job_id(key, last_ms) if last_ms is not None else None,
         declared=spec.declared,
+        overlap=spec.overlap,
     )
 
 

@@ -20,9 +20,12 @@ from typing import Any
 
 import anyio
 
-from . import _record
 from .pool import Pool
 from .queue import Queue
+
+
+class _PortTaken(RuntimeError):
+    """The server could not bind a port it was given: something took it first."""
 
 
 def free_port() -> int:
@@ -113,6 +116,7 @@ class RedisServer:
         executable: str | None = None,
     ) -> None:
         self.executable = find_server(executable)
+        self._own_port = port is None  # a port we chose may be taken before the server binds it
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
@@ -120,6 +124,7 @@ class RedisServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="aiotaskq-redis-")
         self.dir = Path(self._tmp.name)
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def version(self) -> str:
@@ -145,12 +150,36 @@ class RedisServer:
         return args + list(self.extra_args)
 
     def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it answers PING. A port this object chose that
+        another process took in the meantime (a free port is only free when it was asked for)
+        is chosen again, a few times; any other exit raises with the tail of the server's log."""
+        for attempt in range(5):
+            try:
+                return self._start_once(timeout)
+            except _PortTaken:
+                if not self._own_port or self._started or attempt == 4:  # a restart keeps its port
+                    raise
+                self._choose_ports()
+        raise AssertionError("unreachable")
+
+    def _choose_ports(self) -> None:
+        self.port = free_port()
+
+    def _start_once(self, timeout: float) -> None:
+        log = self.dir / "redis.log"
+        seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
         self.process = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.executable} exited with {self.process.returncode}; see {self.dir}/redis.log")
+                code, self.process = self.process.returncode, None
+                tail = log.read_bytes()[seen:].decode(errors="replace") if log.exists() else ""
+                lines = " | ".join(tail.strip().splitlines()[-5:])
+                if "Address already in use" in tail:
+                    raise _PortTaken(f"{self.executable} could not bind port {self.port}: {lines}")
+                raise RuntimeError(f"{self.executable} exited with {code} (port {self.port}): {lines or 'no log'}")
             if self._ping():
+                self._started = True
                 return
             time.sleep(0.01)
         raise RuntimeError(f"{self.executable} did not answer on port {self.port} within {timeout}s")
@@ -219,10 +248,29 @@ async def drain(queue: Queue, *, timeout: float = 30.0, **pool_options: Any) -> 
             while True:
                 await anyio.sleep(0.02)
                 counts = await queue.counts()
-                due = await queue.redis.zcount(queue.keys.scheduled, "-inf", int(time.time() * 1000))
+                now_ms = int(time.time() * 1000)
+                due = 0
+                for part in queue.parts:  # each shard of a sharded queue
+                    due += await part.redis.zcount(part.keys.scheduled, "-inf", now_ms)
                 if not counts[_QUEUED] and not counts[_ACTIVE] and not due:
                     break
             pool.stop()
+
+
+async def advance(queue: Queue, seconds: float) -> int:
+    """Let ``seconds`` pass for the queue's waiting work, in a test: every delayed job, retry
+    waiting for its backoff, and next run of a recurring schedule becomes due that much sooner
+    (on every shard), and idle pools and schedulers are woken, so what is now due runs at once
+    (run a pool, or ``drain``). Redis's own clock does not move: rate-limit windows, heartbeats
+    and expiries keep real time, and a moved job's ``scheduled_at`` still shows the time it was
+    given. Returns how many jobs and schedules moved."""
+    if not seconds >= 0:
+        raise ValueError(f"seconds: must be >= 0, got {seconds!r}")
+    total = 0
+    for part in queue.parts:
+        jobs, schedules = await part.scripts.advance(round(seconds * 1000))
+        total += jobs + schedules
+    return total
 
 
 from .job import JobStatus  # noqa: E402
@@ -234,21 +282,13 @@ _ACTIVE = JobStatus.ACTIVE
 async def job_fields(queue: Queue, ids: Sequence[str]) -> list[dict[str, bytes] | None]:
     """What Redis holds for each job, as fields by name (``status``, ``attempts``, ``pool``,
     ``enq_at``, ... as docs/architecture.md lists them; empty ones left out), or None for a
-    job that does not exist: for tests and tools that look under ``Job.info()``. Pipelined."""
-    k = queue.keys
-    out: list[dict[str, bytes] | None] = []
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        pipe = queue.redis.pipeline(transaction=False)
-        for job_id in chunk:
-            pipe.hget(k.jobs, job_id)
-            pipe.hget(k.active, job_id)
-            pipe.get(k.job(job_id))
-        raw = await pipe.execute()
-        for i in range(len(chunk)):
-            f = _record.fields(raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
-            out.append(None if f is None else {name.decode(): value for name, value in f.items()})
-    return out
+    job that does not exist: for tests and tools that look under ``Job.info()``. Pipelined, and
+    each id read on its shard of a sharded queue."""
+    from ._browse import fields  # the dashboard's reader: shard by shard, pipelined
+
+    return [
+        None if f is None else {name.decode(): value for name, value in f.items()} for f in await fields(queue, ids)
+    ]
 
 
 class _Servers:
@@ -284,6 +324,22 @@ class _Servers:
         self.close()
 
 
+class _ClusterNode(RedisServer):
+    """A cluster node: its bus port is chosen too, as port + 10000 (the default) is past
+    65535 for a high free port."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bus_port = free_port()
+
+    def _choose_ports(self) -> None:
+        super()._choose_ports()
+        self.bus_port = free_port()
+
+    def _args(self) -> list[str]:
+        return [*super()._args(), "--cluster-port", str(self.bus_port)]
+
+
 class LocalCluster(_Servers):
     """A private Redis Cluster on loopback ports: ``masters`` masters (the 16,384 slots split
     evenly), each with ``replicas`` replicas, every node a :class:`RedisServer` that tests
@@ -303,10 +359,8 @@ class LocalCluster(_Servers):
         self.masters, self.replicas, self.node_timeout_ms = masters, replicas, node_timeout_ms
         args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(node_timeout_ms), "--repl-diskless-sync-delay", "0")  # fmt: skip
-        # The bus port is chosen too: port + 10000, its default, is past 65535 for a high free port.
-        self.bus_ports = [free_port() for _ in range(masters * (1 + replicas))]
-        self.nodes = [RedisServer(extra_args=(*args, "--cluster-port", str(bus)), executable=executable)
-                      for bus in self.bus_ports]  # fmt: skip
+        self.nodes = [_ClusterNode(extra_args=args, executable=executable)
+                      for _ in range(masters * (1 + replicas))]  # fmt: skip
 
     @property
     def ports(self) -> list[int]:
@@ -321,7 +375,7 @@ class LocalCluster(_Servers):
         return next(n for n in self.nodes if n.port == port)
 
     def _all(self) -> list[RedisServer]:
-        return self.nodes
+        return list(self.nodes)
 
     def start(self, timeout: float = 30.0) -> None:
         for n in self.nodes:
@@ -331,7 +385,7 @@ class LocalCluster(_Servers):
             lo, hi = i * self.SLOTS // self.masters, (i + 1) * self.SLOTS // self.masters - 1
             self._call(self.nodes[i].port, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
         for n in self.nodes[1:]:
-            self._call(n.port, "CLUSTER", "MEET", "127.0.0.1", first, self.bus_ports[0])
+            self._call(n.port, "CLUSTER", "MEET", "127.0.0.1", first, self.nodes[0].bus_port)
         deadline = time.monotonic() + timeout
         self._wait(lambda: all(len(self._node_lines(n.port)) == len(self.nodes) for n in self.nodes), deadline,
                    "every node to know every other")  # fmt: skip
@@ -392,6 +446,12 @@ class _SentinelServer(RedisServer):
     def __init__(self, master_port: int, service: str, down_after_ms: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conf = self.dir / "sentinel.conf"
+        self.service, self.down_after_ms = service, down_after_ms
+        self.monitor(master_port)
+
+    def monitor(self, master_port: int) -> None:
+        """Write the configuration (before the first start: the sentinel rewrites it after)."""
+        service, down_after_ms = self.service, self.down_after_ms
         self.conf.write_text(
             f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
             f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
@@ -458,6 +518,15 @@ class LocalSentinel(_Servers):
                 return False
         return True
 
+    def _follow(self, port: int) -> None:
+        """Point the replicas and sentinels not started yet at the master's ``port``."""
+        for r in self.replicas:
+            if r.process is None and not r._started:
+                r.extra_args = ("--replicaof", "127.0.0.1", str(port), "--repl-diskless-sync-delay", "0")
+        for s in self.sentinels:
+            if s.process is None and not s._started:
+                s.monitor(port)
+
     def _master_info(self, port: int) -> dict[Any, Any]:
         raw = self._call(port, "SENTINEL", "MASTER", self.service)
         if isinstance(raw, dict):
@@ -465,7 +534,9 @@ class LocalSentinel(_Servers):
         return {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
 
     def start(self, timeout: float = 30.0) -> None:
-        for s in [*self.servers, *self.sentinels]:
+        self.master.start()
+        self._follow(self.master.port)  # it may have had to choose another port than the one it was given
+        for s in [*self.replicas, *self.sentinels]:
             s.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -80,6 +81,12 @@ class Aiotaskq(System):
 
     async def serve(self, concurrency: int, ready: Callable[[], None], stop: asyncio.Event) -> None:
         pool = Pool(self.queue, concurrency=concurrency, on_startup=lambda _pool: ready())
+        if os.environ.get("AIOTASKQ_BENCH_METRICS") == "1":  # the cost of aiotaskq.metrics (docs/metrics.md)
+            from prometheus_client import CollectorRegistry
+
+            from aiotaskq.metrics import Metrics
+
+            Metrics(CollectorRegistry()).instrument(pool)
         async with anyio.create_task_group() as tg:
             tg.start_soon(pool.run)
             await stop.wait()

@@ -110,3 +110,14 @@ async def queued_ids(q: Queue) -> list[bytes]:
     for band in bands:
         out += cast(list[bytes], await q.redis.lrange(q.keys.band(band.decode()), 0, -1))
     return out
+
+
+async def shard_subscribers(redis: Any, channel: str) -> int:
+    """Subscribers of a shard channel on this node (``PUBSUB SHARDNUMSUB``; Redis 7 and later)."""
+    reply = await redis.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    return int(reply[1])
+
+
+async def spublish(redis: Any, channel: str, message: bytes) -> None:
+    """Publish on a shard channel, where the listener subscribes from Redis 7 on."""
+    await redis.execute_command("SPUBLISH", channel, message)

@@ -27,6 +27,7 @@ class Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         env["FAULTAPP_QUEUE"] = queue.name
+        env["FAULTAPP_SHARDS"] = str(queue.shards)
         env["AIOTASKQ_REDIS_URL"] = url
         self.log_path = log_path
         with open(log_path, "wb") as log:

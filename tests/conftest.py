@@ -10,6 +10,7 @@ import pytest
 from aiotaskq import Queue
 from aiotaskq.testing import LocalCluster, RedisServer, find_server, server_version
 
+pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on a user's project
 _names = itertools.count()
 # `make test-cluster`: tests' queues live on the session's local Redis Cluster instead (each
 # name's slot picks one of its three masters), reached through a redis+cluster:// URL.

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import http_load
+from aiotaskq.testing import LocalCluster
+from benchmarks import http_load, shards
 from benchmarks.__main__ import CASES
 from benchmarks.adapter import installed
 from benchmarks.report import Run, table
@@ -252,3 +253,14 @@ def test_a_loader_is_chosen_or_refused_clearly() -> None:
         assert "loader must be one of auto, hey, python" in str(exc)
     else:
         raise AssertionError("an unknown loader was accepted")
+
+
+async def test_the_shard_benchmark_measures_every_master(local_cluster: LocalCluster) -> None:
+    """``python -m benchmarks.shards`` in small: three shards put CPU on all three masters."""
+    runs = {n: [await shards.one_run(local_cluster, n, 300, 20)] for n in (1, 3)}
+    assert all(r.rate > 0 for r in (*runs[1], *runs[3]))
+    one, three = (sorted(runs[n][0].drain) for n in (1, 3))
+    assert one[2] > 5 * one[1], runs[1]  # one master did the work (the others: background noise)...
+    assert three[0] > three[2] / 5, runs[3]  # ...and with three shards, all three
+    text = shards.table(runs, 300, 1)
+    assert "| 3 |" in text and "busiest master" in text

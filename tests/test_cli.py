@@ -432,6 +432,6 @@ async def test_worker_says_it_waits_for_a_plain_function_thread(queue: Queue, re
      (7830, "2h 10m"), (86400 * 4 + 3 * 3600 + 59, "4d 3h")],
 )  # fmt: skip
 def test_ages_read_as_people_say_them(seconds: float, text: str) -> None:
-    from aiotaskq.cli import _age
+    from aiotaskq._display import age
 
-    assert _age(seconds) == text
+    assert age(seconds) == text

@@ -4,17 +4,19 @@ to the master of its slot, whatever node the URL names, and follows it through a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import anyio
 import pytest
-from _util import run_pool, wait_for
+from _util import must, run_pool, shard_subscribers, spublish, wait_for
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import MovedError
+from redis.exceptions import MovedError, RedisError
 
-from aiotaskq import ClusterUrlNeeded, JobStatus, Pool, Queue
+from aiotaskq import ClusterUrlNeeded, JobCancelled, JobNotFound, JobStatus, NotReplicated, Pool, Queue
 from aiotaskq._cluster import parse_cluster_url
 from aiotaskq.testing import LocalCluster, RedisServer
 
@@ -182,3 +184,92 @@ async def test_a_pool_follows_its_slot_through_a_failover_and_loses_no_job(own_c
         assert len(ran) - 1001 <= 100, len(ran)  # duplicates: at most the jobs in flight at the kill
     finally:
         await q.close()
+
+
+async def test_durable_enqueue_and_cancel_through_a_cluster_failover(own_cluster: LocalCluster) -> None:
+    """As tests/test_sentinel.py proves behind Sentinel, on a cluster: with the queue's replica
+    paused and cut off, a plain enqueue is acknowledged and lost in the failover, a durable one
+    (wait_replicas=1) raises NotReplicated, and what a durable enqueue acknowledged before
+    survives; after the failover a running job on the new master is still cancelled."""
+    cluster = own_cluster
+    master = masters(cluster)[2]
+    replica = cluster.nodes[cluster.masters + [n.port for n in cluster.nodes].index(master)]
+    name = queue_on(cluster, master, "durable")
+    durable = Queue(name, url=cluster.url, wait_replicas=1, wait_timeout=0.5)
+    plain = Queue(name, url=cluster.url)
+
+    @plain.task(name="sleep")
+    async def sleep(seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    try:
+        assert await durable.enqueue("sleep", args=(0,), job_id="confirmed") is not None
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            await plain.redis.client_kill_filter(_type="slave")  # what follows never leaves the master
+            assert await plain.enqueue("sleep", args=(0,), job_id="acknowledged") is not None
+            with pytest.raises(NotReplicated, match="0 of 1 replica"):
+                await durable.enqueue("sleep", args=(0,), job_id="refused")
+            assert await plain.redis.hexists(plain.keys.jobs, "refused")  # written, but not acknowledged
+            cluster.node(master).kill()
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        await wait_for(lambda: cluster.master_port_for_slot(cluster.slot(plain.keys.jobs)) == replica.port,
+                       cluster.node_timeout_ms / 1000 + 30, "the replica to take over")  # fmt: skip
+
+        async def status(job_id: str) -> JobStatus | None:
+            try:
+                return await plain.job(job_id).status()
+            except JobNotFound:
+                return None
+            except (RedisError, OSError):
+                return None
+
+        await wait_for(lambda: _is(status("confirmed"), JobStatus.QUEUED), 20, "the queue on its new master")
+        assert await status("acknowledged") is None  # acknowledged, then lost with the old master
+        assert await status("refused") is None  # lost too, but its caller was told
+        async with run_pool(plain, concurrency=2):
+            long = must(await sleep.enqueue(60))
+            await wait_for(lambda: _is(long.status(), JobStatus.ACTIVE), 10, "the long job to start")
+            assert await long.cancel()
+            with pytest.raises(JobCancelled):
+                await long.result(timeout=10)
+    finally:
+        await durable.close()
+        await plain.close()
+
+
+async def _is(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
+async def test_shard_channels_follow_the_queue_s_slot_through_a_manual_failover(own_cluster: LocalCluster) -> None:
+    """A graceful failover (CLUSTER FAILOVER on the replica) keeps the old master's connections open
+    but drops their shard channels of the slots it gave up: the listener must notice, find the new
+    master and subscribe there by itself, or waiters hear nothing until their safety poll."""
+    cluster = own_cluster
+    master = masters(cluster)[0]
+    replica = cluster.nodes[cluster.masters + [n.port for n in cluster.nodes].index(master)].port
+    q = Queue(queue_on(cluster, master, "ch"), url=cluster.url)
+    channel = q.keys.done("some-job")
+    heard: list[bytes | None] = []
+    old = Redis.from_url(cluster.node(master).url)
+    new = Redis.from_url(cluster.node(replica).url)
+    try:
+        await q._listener_for_waiters().subscribe(channel, heard.append)
+        assert await shard_subscribers(old, channel) == 1
+        assert await new.execute_command("CLUSTER", "FAILOVER") == b"OK"  # type: ignore[no-untyped-call]
+        await wait_for(lambda: cluster.master_port_for_slot(cluster.slot(channel)) == replica, 10, "the failover")
+
+        async def subscribed_on_the_new_master() -> bool:
+            return await shard_subscribers(new, channel) == 1
+
+        await wait_for(subscribed_on_the_new_master, 10, "the listener to subscribe on the new master")
+        await spublish(new, channel, b"ended")
+        await wait_for(lambda: b"ended" in heard, 5, "the message published on the new master")
+        assert None in heard  # the waiters were told to look again (messages may have been missed)
+    finally:
+        await q.close()
+        await old.aclose()
+        await new.aclose()

@@ -213,7 +213,7 @@ def test_on_uvloop_a_connection_the_server_reset_is_retried_not_a_runtime_error(
                 await sub.subscribe("conn-uvloop-2")  # the pub/sub connection too
             await sub.subscribe("conn-uvloop-2")
             assert await q.redis.pubsub_numsub("conn-uvloop-2") == [(b"conn-uvloop-2", 1)]
-            await sub.aclose()  # type: ignore[no-untyped-call]
+            await sub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
         finally:
             await q.close()
             await proxy.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _util import run_pool
 from _workers import Worker, marker_for, pool_ids, runs, wait_for, workers
 
 from aiotaskq import JobStatus, Pool, Queue
@@ -176,6 +177,37 @@ async def test_pool_survives_redis_restart(caplog: pytest.LogCaptureFixture) -> 
     assert any("connect" in r.getMessage().lower() for r in trouble), [r.getMessage() for r in trouble]
 
 
+async def test_result_called_while_redis_is_down_waits_for_it() -> None:
+    """result() that cannot even subscribe (Redis stopped, or just back and resetting the
+    connection) keeps trying within its timeout instead of raising ConnectionError."""
+    with RedisServer(appendonly=True) as server:
+        q = Queue("result-outage", url=server.url)
+
+        @q.task
+        async def answer() -> int:
+            return 42
+
+        job = await answer.enqueue()
+        await anyio.to_thread.run_sync(server.stop)
+        got: list[int] = []
+        try:
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+
+                    async def wait() -> None:
+                        got.append(await job.result(timeout=25))
+
+                    tg.start_soon(wait)
+                    await anyio.sleep(1.0)  # the outage, with result() already waiting
+                    assert not got
+                    await anyio.to_thread.run_sync(server.start)
+                    async with run_pool(q, concurrency=1):
+                        await wait_for(lambda: _truthy(got), "result() to return", timeout=20)
+        finally:
+            await q.close()
+        assert got == [42]
+
+
 # -- 5. fencing ---------------------------------------------------------------------------------
 
 
@@ -221,6 +253,10 @@ async def test_pool_declared_dead_cannot_overwrite_the_outcome(queue: Queue, red
 
 async def _eq(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def _truthy(value: list[int]) -> bool:
+    return bool(value)
 
 
 async def _contains(worker: Worker, text: str) -> bool:

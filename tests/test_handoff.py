@@ -22,7 +22,8 @@ PAYLOAD = encode_payload((1,), {})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int | None = None, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue([(("t", 0, "" if retries is None else retries, "", _ms(delay), "", ""), job_id, PAYLOAD)])
+    options = ("t", 0, "" if retries is None else retries, "", _ms(delay), "", "", "", "", "", "")
+    call = s.enqueue([(options, job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 

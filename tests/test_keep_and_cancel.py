@@ -190,7 +190,7 @@ async def test_the_reaper_keeps_a_cancelled_job_for_the_keep_time_the_pools_regi
     s, r = queue.scripts, queue.redis
     await r.hset(queue.keys.keep, mapping={"short": 5000})
     for job_id, task in (("a", "short"), ("b", "other")):
-        (code,) = await s.run(s.enqueue([((task, 0, "", "", "", "", ""), job_id, b"\x92\x90\x80")]))
+        (code,) = await s.run(s.enqueue([((task, 0, "", "", "", "", "", "", "", "", ""), job_id, b"\x92\x90\x80")]))
         assert code == 1
     assert await s.heartbeat("dead", register=True, info="{}", ttl_ms=60_000) == [1]
     assert len(await s.claim("dead", 2)) == 3 + 2 * 3  # a header, then id, attempt, record per job

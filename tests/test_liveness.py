@@ -25,7 +25,7 @@ PAYLOAD = encode_payload((1,), {})
 
 async def _enqueue(q: Queue, job_id: str) -> int:
     s = q.scripts
-    call = s.enqueue([(("t", 0, "", "", "", "", ""), job_id, PAYLOAD)])
+    call = s.enqueue([(("t", 0, "", "", "", "", "", "", "", "", ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 
@@ -93,7 +93,7 @@ async def test_presence_names_the_pools_past_their_alive_time_and_reap_takes_onl
         await s.heartbeat(p, register=True, info="{}", ttl_ms=60_000, alive_ms=100)
     assert await s.presence("quiet", 100, "run:7", 0) == (True, [])
     assert await queue.redis.hget(k.presence, "quiet") == b"run:7"
-    await s.run(s.enqueue([(("t", 0, 3, "", "", "", ""), "j", PAYLOAD)]))
+    await s.run(s.enqueue([(("t", 0, 3, "", "", "", "", "", "", "", ""), "j", PAYLOAD)]))
     assert (await s.claim("quiet", 1, alive_ms=100))[3] == b"j"
     await wait_until(lambda: _past_alive(queue, "quiet", 50), 5, "quiet's alive time to pass by the grace")
 
@@ -165,6 +165,8 @@ async def test_a_dead_idle_pool_never_swallows_new_jobs(queue: Queue, redis_url:
         a = ws.start(defaults=True)
         b = ws.start(defaults=True)
         await wait_for(lambda: _idle_pools(queue, 2), "both workers to go idle")
+        # A pool records its presence connection before its first claim: an idle one is known.
+        assert await _present(queue, 2)
         a.process.send_signal(signal.SIGKILL)
         a.process.wait(5)
         jobs = [await queue.enqueue("fault.add", args=(i, 1)) for i in range(10)]
@@ -196,6 +198,10 @@ async def test_a_pool_whose_loop_is_blocked_keeps_its_job(queue: Queue, redis_ur
 
 async def _is(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
+
+
+async def _present(queue: Queue, n: int) -> bool:
+    return int(await queue.redis.hlen(queue.keys.presence)) >= n
 
 
 async def _idle_pools(queue: Queue, n: int) -> bool:

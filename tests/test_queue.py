@@ -171,6 +171,25 @@ async def test_job_ids_order_and_limit(queue: Queue) -> None:
     assert await queue.job_ids(JobStatus.QUEUED) == [high.id, low.id]  # in run order
     with pytest.raises(ValueError, match=r"^limit:"):
         await queue.job_ids(JobStatus.FAILED, limit=0)
+    with pytest.raises(ValueError, match=r"^offset:"):
+        await queue.job_ids(JobStatus.FAILED, offset=-1)
+    assert await queue.job_ids("failed", limit=2, offset=1) == ids[-2:-4:-1]
+
+
+async def test_job_ids_pages_walk_every_queued_band_in_run_order(queue: Queue) -> None:
+    """Pages of queued ids: bands before the page are skipped by their length, and a page may
+    start inside one band and end inside another."""
+    order = []
+    for prio in (0, 5, -3):
+        for i in range(7):
+            order.append((prio, must(await queue.enqueue("t.page", priority=prio, job_id=f"p{prio}-{i}")).id))
+    run_order = [job_id for _, job_id in sorted(order, key=lambda x: -x[0])]  # stable: FIFO within a band
+    pages = [await queue.job_ids(JobStatus.QUEUED, limit=4, offset=o) for o in range(0, 24, 4)]
+    assert [x for page in pages for x in page] == run_order
+    assert pages[-1] == run_order[20:]  # the last, short page
+    assert await queue.job_ids(JobStatus.QUEUED, limit=5, offset=30) == []
+    for offset in (0, 6, 7, 13, 20):
+        assert await queue.job_ids(JobStatus.QUEUED, limit=3, offset=offset) == run_order[offset : offset + 3]
 
 
 async def _failed_jobs(queue: Queue, n: int, outcome: dict[int, bool]) -> list[Job]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import pytest
-from _util import queued_ids
+from _util import queued_ids, wait_for
 
 from aiotaskq import Queue
+from aiotaskq._listener import Listener
 from aiotaskq._record import claimed_fields
 from aiotaskq._scripts import Outcome, _ms
 from aiotaskq.job import encode_payload
@@ -20,7 +20,7 @@ PAYLOAD = encode_payload((1,), {"k": "v"})
 
 async def enqueue(q: Queue, job_id: str, *, retries: int = 1, priority: int = 0, delay: float | None = None) -> int:
     s = q.scripts
-    call = s.enqueue([(("t", priority, retries, "", _ms(delay), "", ""), job_id, PAYLOAD)])
+    call = s.enqueue([(("t", priority, retries, "", _ms(delay), "", "", "", "", "", ""), job_id, PAYLOAD)])
     (code,) = await s.run(call)
     return int(code)
 
@@ -229,27 +229,20 @@ async def test_reap_fails_a_job_out_of_retries_with_worker_lost(queue: Queue) ->
     await register(queue, "dead")
     await claim_one(queue, "dead")
     await make_stale(queue, "dead")
-    pubsub = queue.redis.pubsub()
+    listener = Listener(queue.redis)  # on a shard channel from Redis 7 on
+    told: list[bytes | None] = []
     try:
-        await pubsub.subscribe(k.done("j"))
+        await listener.subscribe(k.done("j"), told.append)
         assert await s.reap(stale_ms=1000, keep_ms=KEEP_MS, own_pool_id="live") == [1, 0, 1]
-        message = await _next_message(pubsub)
+        await wait_for(lambda: bool(told), 2, "the end message")
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-    assert message["data"] == b"failed"  # waiters are told
+        await listener.close()
+    assert told == [b"failed"]  # waiters are told
     h = await job(queue, "j")
     assert h["status"] == b"failed"
     assert h["error"].startswith(b"WorkerLost:") and b"dead" in h["error"]
     assert await queue.redis.zscore(k.failed, "j") is not None
     assert await queued_ids(queue) == []
-
-
-async def _next_message(pubsub: Any) -> dict[str, Any]:
-    with anyio.fail_after(2):
-        while True:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg is not None:
-                return dict(msg)
 
 
 async def test_cancel_requested_job_of_a_dead_pool_ends_cancelled(queue: Queue) -> None:
@@ -349,7 +342,7 @@ async def test_settle_applies_a_mixed_batch_and_fences_each_outcome(queue: Queue
 async def test_one_enqueue_call_writes_a_batch_with_one_code_per_job(queue: Queue) -> None:
     k, s = queue.keys, queue.scripts
     assert await enqueue(queue, "b") == 1
-    options = ("t", 0, "", "", "", "", "")
+    options = ("t", 0, "", "", "", "", "", "", "", "", "")
     call = s.enqueue([(options, "a", PAYLOAD), (options, "b", PAYLOAD), (options, "c", PAYLOAD)])
     assert await s.run(call) == [1, 0, 1]  # "b" is already queued: deduplicated
     assert await queued_ids(queue) == [b"b", b"a", b"c"]  # FIFO across and within calls

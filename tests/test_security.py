@@ -64,7 +64,9 @@ CLIENT_COMMANDS = {
     "hgetall",  # Queue.schedules
     "hset",  # a pool publishes its tasks' default retries
     "zrange", "zrevrange", "smembers",  # Queue.job_ids
-    "subscribe", "unsubscribe",  # the pub/sub listener
+    "mget",  # the throughput history (_browse.rates)
+    "subscribe", "unsubscribe",  # the pub/sub listener (before Redis 7)
+    "ssubscribe", "sunsubscribe",  # the pub/sub listener (shard channels, Redis 7 and later)
     "blpop", "rpush",  # an idle pool blocks on its inbox; a local timer ends the pop for a due job
     "get",  # Job.status / info / result: the ended record job:<id> (in MULTI/EXEC); aiotaskq info
     "time",  # aiotaskq info

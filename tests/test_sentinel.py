@@ -3,6 +3,7 @@ sentinels on loopback ports): a queue follows the master the sentinels name, thr
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError
 
 from aiotaskq import Job, JobNotFound, JobStatus, NotReplicated, Queue
 from aiotaskq._sentinel import parse_sentinel_url
-from aiotaskq.testing import LocalSentinel
+from aiotaskq.testing import LocalSentinel, RedisServer
 
 
 @pytest.mark.parametrize(
@@ -134,6 +135,34 @@ async def _answers(q: Queue) -> bool:
         return bool(await q.redis.ping())
     except (RedisError, OSError):
         return False
+
+
+async def test_outcomes_no_replica_confirmed_are_recorded_and_only_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A durable queue whose replica is gone: the enqueue raises (nothing acknowledged it, yet
+    the job is on the master, even when the script had to be loaded first), and the pool that
+    runs it records its outcome and says that no replica confirmed it, instead of retrying the
+    write for ever or failing the job."""
+    caplog.set_level(logging.WARNING, logger="aiotaskq")
+    with RedisServer() as server:  # no replica: every WAIT confirms 0
+        q = Queue("durable-outcomes", url=server.url, wait_replicas=1, wait_timeout=0.05)
+
+        @q.task
+        async def double(n: int) -> int:
+            return 2 * n
+
+        try:
+            with pytest.raises(NotReplicated, match="0 of 1 replica"):
+                await double.options(job_id="d1").enqueue(21)  # first call: NOSCRIPT, loaded, run again
+            assert await q.job("d1").status() is JobStatus.QUEUED  # written, as NotReplicated says
+            async with run_pool(q):
+                assert await q.job("d1").result(timeout=10) == 42
+            assert (await q.job("d1").info()).attempts == 1
+        finally:
+            await q.close()
+    warned = [r.getMessage() for r in caplog.records if "confirmed the write" in r.getMessage()]
+    assert warned and "0 of 1 replica(s)" in warned[0] and "job outcomes" in warned[0], warned
 
 
 def test_wait_options_are_checked_when_the_queue_is_made() -> None:

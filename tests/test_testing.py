@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
-from aiotaskq.testing import SERVER_ENV, RedisServer, _executable, bundled_server, find_server, server_version
+from aiotaskq.testing import (
+    SERVER_ENV,
+    LocalSentinel,
+    RedisServer,
+    _executable,
+    bundled_server,
+    find_server,
+    server_version,
+)
 
 
 def test_without_a_server_on_path_the_bundled_valkey_server_runs(
@@ -54,3 +63,17 @@ def test_a_binary_without_its_executable_bit_is_made_runnable(tmp_path: Path) ->
     copy.chmod(0o644)
     runnable = _executable(copy)
     assert server_version(runnable).startswith("Valkey server v=")
+
+
+def test_a_sentinel_set_up_whose_master_port_was_taken_follows_the_port_it_chose() -> None:
+    """The master's free port is taken by another process before it binds: it chooses another,
+    and the replica and sentinels are pointed there (they were given the first one)."""
+    sentinel = LocalSentinel(replicas=1, down_after_ms=1000)
+    taken = sentinel.master.port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with sentinel:
+            assert sentinel.master.port != taken
+            assert sentinel.master_port() == sentinel.master.port

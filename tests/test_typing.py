@@ -11,7 +11,7 @@ from typing import Any, assert_type
 import msgspec
 from _util import run_pool
 
-from aiotaskq import BoundTask, Job, Queue, Task
+from aiotaskq import BoundTask, Call, Group, Job, Queue, Task
 
 
 class Point(msgspec.Struct):
@@ -84,3 +84,25 @@ def test_a_bare_job_annotation_means_job_of_any(queue: Queue) -> None:
     j = keep(queue.job("x"))
     assert_type(j, Job[Any])
     assert j == queue.job("x") and Job[int] is not Job
+
+
+async def test_calls_and_groups_carry_the_result_types(queue: Queue) -> None:
+    @queue.task
+    async def square(n: int) -> int:
+        return n * n
+
+    @queue.task
+    def label(results: list[int], prefix: str) -> str:  # a callback: its first argument is the results
+        return f"{prefix}{sum(results)}"
+
+    member = square.call(3)
+    assert_type(member, Call[int])
+    then = label.call("total=")  # the callback's call leaves out the results
+    assert_type(then, Call[str])
+    assert_type(square.options(priority=1).call(2), Call[int])
+    g = await queue.group([member, square.call(4)], then=then)
+    assert_type(g, Group[str])
+    async with run_pool(queue):
+        result = await g.result(timeout=5)
+    assert_type(result, str)
+    assert result == "total=25"

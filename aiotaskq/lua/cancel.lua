@@ -23,15 +23,16 @@ if a then
     cache_put(actives, prefix, id, pool .. '|' .. attempt .. '|' .. start .. '|1|' .. progress .. '|' .. note)
     flush()
   end
-  redis.call('PUBLISH', ARGV[4], id)
+  publish(ARGV[4], id)
   return 2
 end
 local r = parse(raw)
 if raw:sub(1, 1) == 's' then
   redis.call('ZREM', KEYS[2], id)
 else
-  remove_queued(prefix, r and r[R_PRIO] or '', id)
+  remove_queued(prefix, r and r[R_PRIO] or '', id, r and r.task, r and r.key)
 end
+redis.call('ZREM', prefix .. 'expires', id)  -- an expiry to watch no more (options(expires=...))
 later_count(KEYS[5], 'cancelled')
 local keep = task_keep(prefix, r and r.task, ARGV[2], ARGV, 6)
 close_job(prefix, id, raw, '', 'cancelled', now_ms(), keep)

@@ -12,5 +12,8 @@ local queued = 0
 for _, prio in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   queued = queued + redis.call('LLEN', band_key(ARGV[1], prio))
 end
+for _, task in ipairs(redis.call('ZRANGE', ARGV[1] .. 'held', 0, -1)) do  -- rate-limited tasks' held jobs
+  queued = queued + redis.call('LLEN', ARGV[1] .. 'held:' .. task)
+end
 return {redis.call('ZCARD', KEYS[1]), queued, active,
   redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5]), redis.call('ZCARD', KEYS[6])}

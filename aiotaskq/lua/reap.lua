@@ -59,6 +59,7 @@ local function requeue_job(pool_id, id, unstarted)
     return
   end
   cache_del(actives, prefix, id)
+  release_key(prefix, id, raw)
   if not unstarted and r then  -- the lost attempt counts
     r[R_ATTEMPTS] = attempt
     cache_put(jobs, prefix, id, build(r))

@@ -5,8 +5,10 @@
 -- ARGV[4] key prefix aiotaskq:{Q}: (the jobs hash, the job's band list; wakes idle pools)
 -- Returns 1 when rescheduled, 0 when the job is missing, active or succeeded.
 -- A failed or cancelled job starts over: attempts and the last error are reset.
+-- A job waiting for its parents (options(after=...)) keeps waiting: only its due time changes.
 -- Time: Redis TIME for a delay.
 local id, prefix = ARGV[1], ARGV[4]
+redis.call('ZREM', prefix .. 'expires', id)  -- a job moved to a new time keeps no expiry (options(expires=...))
 local raw = cache_get(jobs, prefix, id)
 local status
 if raw then
@@ -36,8 +38,14 @@ if ARGV[3] ~= '' then
 elseif ARGV[2] ~= '' then
   due = now + tonumber(ARGV[2])
 end
+if status == 'scheduled' and redis.call('HGET', prefix .. 'deps', id) then
+  r[R_DUE] = int(due)
+  cache_put(jobs, prefix, id, build(r))
+  flush()
+  return 1
+end
 if status == 'queued' then
-  remove_queued(prefix, r[R_PRIO], id)
+  remove_queued(prefix, r[R_PRIO], id, r.task, r.key)
 else
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[4], id)

@@ -19,7 +19,7 @@ if redis.call('HGET', KEYS[1], key) ~= spec then
   else
     redis.call('ZADD', KEYS[2], next_run, key)
   end
-  redis.call('PUBLISH', ARGV[4], key)
+  publish(ARGV[4], key)
 end
 local stored = redis.call('ZSCORE', KEYS[2], key)
 return {changed, stored and int(tonumber(stored)) or '', redis.call('HGET', KEYS[3], key) or ''}

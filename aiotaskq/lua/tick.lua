@@ -8,8 +8,10 @@
 -- ARGV[5] the next run to store (epoch ms, later than ARGV[2]; '' = none: the schedule ended)
 -- ARGV[6] job id (derived from the schedule key and the tick), ARGV[7] task name,
 -- ARGV[8] payload (msgpack [args, kwargs]), ARGV[9] priority, ARGV[10] key prefix aiotaskq:{Q}:
+-- ARGV[11] '1': the schedule does not overlap: no job while the previous tick's is pending
 -- Returns 1 job enqueued; 2 advanced without a job (ticks skipped, or a job with this id
---   still pending); 0 stale: the schedule no longer holds that next run and spec (another
+--   still pending); 3 advanced without a job: the previous tick's job is still pending (no
+--   overlap); 0 stale: the schedule no longer holds that next run and spec (another
 --   pool ran the tick first, or it was changed or removed): nothing written;
 --   -1 too early: the server clock has not reached the tick: nothing written.
 -- Time: Redis TIME, so a pool whose clock runs ahead can never run a tick early. Job-id
@@ -33,6 +35,12 @@ else
 end
 if fire == '' then
   return 2
+end
+if ARGV[11] == '1' then
+  local last = redis.call('HGET', KEYS[3], key)
+  if last and redis.call('HGET', ARGV[10] .. 'jobs', 'schedule:' .. key .. ':' .. last) then
+    return 3
+  end
 end
 redis.call('HSET', KEYS[3], key, fire)
 local code = enqueue_job(ARGV[10], now, ARGV[6], ARGV[7], ARGV[8], ARGV[9], '', '', '', fire, false)

@@ -128,6 +128,11 @@ async def _one(ctx: Context, result: Result, kind: str, servers: Any, record: Re
             pids = {pid for n, starts in after.items() if n >= jobs for pid, _ in starts}
             alive = all(w.alive() for w in f.workers)
             served = all(w.pid in pids for w in f.workers)
+            for w in f.workers:
+                if not w.alive():  # what the run can say of a worker that died
+                    result.figures[f"{kind}: worker {w.name} exited"] = (
+                        f"code {w.process.returncode}; its log ends:\n```\n{w.log_tail(30)}\n```"
+                    )
     finally:
         await q.close()
         await recorded.close()

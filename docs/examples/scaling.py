@@ -15,14 +15,14 @@ import anyio
 
 from aiotaskq import Pool, Queue
 
+URL = os.environ.get("AIOTASKQ_REDIS_URL", "redis+cluster://127.0.0.1:7000")
+
 # wait_replicas=1: an enqueue returns once a replica has the job too (raises NotReplicated if
 # none confirms it within wait_timeout), so a failover right after cannot lose it.
-queue = Queue(
-    "orders",
-    url=os.environ.get("AIOTASKQ_REDIS_URL", "redis+cluster://127.0.0.1:7000"),
-    wait_replicas=1,
-    wait_timeout=1.0,
-)
+queue = Queue("orders", url=URL, wait_replicas=1, wait_timeout=1.0)
+
+# shards=3: one logical queue over three hash slots, so over three masters of a cluster.
+emails = Queue("emails", url=URL, shards=3)
 
 
 @queue.task
@@ -30,15 +30,24 @@ async def ship(order_id: int) -> str:
     return f"order {order_id} shipped"
 
 
+@emails.task
+async def send(to: str) -> str:
+    return f"mail to {to}"
+
+
 async def main(url: str) -> str:
     queue.use_url(url)
-    async with queue:
+    emails.use_url(url)
+    async with queue, emails:
         job = await ship.enqueue(42)
-        pool = Pool(queue, concurrency=4)
+        mails = await send.enqueue_many([(f"user{i}@example.com",) for i in range(30)])  # spread over the shards
+        pool = Pool([queue, emails], concurrency=4)  # serves every shard of emails
         async with anyio.create_task_group() as tg:
             tg.start_soon(pool.run)
             result = await job.result(timeout=10)
+            sent = [await m.result(timeout=10) for m in mails if m is not None]
             pool.stop()
+        assert sent == [f"mail to user{i}@example.com" for i in range(30)]
         return result
 
 

@@ -19,7 +19,7 @@ import redis
 
 from aiotaskq import Queue
 
-queue = Queue(os.environ.get("FAULTAPP_QUEUE", "faultapp"))
+queue = Queue(os.environ.get("FAULTAPP_QUEUE", "faultapp"), shards=int(os.environ.get("FAULTAPP_SHARDS", "1")))
 not_a_queue = 42
 
 
@@ -81,3 +81,28 @@ async def block_first(marker: str, release: str) -> dict[str, Any]:
         finally:
             sync.close()
     return _run(n)
+
+
+@queue.task(name="fault.keyed", key_concurrency=1, retries=2)
+async def keyed(log: str, n: int, hold: float) -> int:
+    """One at a time per key: appends ``start:<n>`` to the list ``log``; on its first run
+    sleeps ``hold`` seconds (cancellably); appends ``end:<n>``."""
+    first = f"start:{n}".encode() not in await queue.redis.lrange(log, 0, -1)
+    await queue.redis.rpush(log, f"start:{n}")
+    if first:
+        await anyio.sleep(hold)
+    await queue.redis.rpush(log, f"end:{n}")
+    return n
+
+
+@queue.task(name="fault.collect", retries=2)
+async def collect(results: list[int], log: str, hold: float = 0.0) -> int:
+    """A group's callback: appends ``collect:<results>`` to the list ``log``; on its first run
+    then sleeps ``hold`` seconds (cancellably); appends ``collected``; returns their sum."""
+    earlier: list[bytes] = await queue.redis.lrange(log, 0, -1)  # type: ignore[assignment,unused-ignore]
+    first = not any(x.startswith(b"collect:") for x in earlier)
+    await queue.redis.rpush(log, f"collect:{results}")
+    if first:
+        await anyio.sleep(hold)
+    await queue.redis.rpush(log, "collected")
+    return sum(results)
