@@ -92,16 +92,20 @@ def register(q: Queue) -> Tasks:
 
     @q.task(name="fault.stall_first")
     async def stall_first(n: int, ms: int) -> None:
-        """Record this run; the first run of job ``n`` then sleeps ``ms`` (cancellably), later runs return."""
+        """Record this run; the first run of job ``n`` then sleeps ``ms`` (cancellably), later runs return.
+        The first run is marked before the run is recorded: a worker killed as soon as its run shows
+        has always marked it, so the rerun does not take itself for the first and sleep too."""
+        first = await recorder.first(q.keys.prefix + f"faults:first:{n}")
         await recorder.run(runs_key, n)
-        if await recorder.first(q.keys.prefix + f"faults:first:{n}"):
+        if first:
             await anyio.sleep(ms / 1000)
 
     @q.task(name="fault.block_first")
     async def block_first(n: int, ms: int) -> None:
         """Record this run; the first run of job ``n`` then blocks the whole event loop for ``ms``."""
+        first = await recorder.first(q.keys.prefix + f"faults:first:{n}")  # marked first, as above
         await recorder.run(runs_key, n)
-        if await recorder.first(q.keys.prefix + f"faults:first:{n}"):
+        if first:
             time.sleep(ms / 1000)  # noqa: ASYNC251 - a loop blocked this long is the fault under test
 
     return Tasks(work, noop, stall_first, block_first)
